@@ -1,0 +1,1 @@
+"""The loop: LM backends, MCTS, analyst, episode runner, daemon, CLI and console."""

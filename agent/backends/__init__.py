@@ -1,0 +1,1 @@
+"""LM backends behind the `LM` protocol: hf (embedded default), litellm (APIs), vllm (GPU)."""

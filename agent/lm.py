@@ -1,0 +1,83 @@
+"""The `LM` protocol every backend implements, and the request/response records it speaks.
+
+A backend takes a batch of `GenRequest`s and returns one `list[Generation]` per request (one
+`Generation` per sample, `n` of them). Backends apply the chat template themselves: callers pass
+chat `messages`, and optionally an `assistant_prefix` that the model continues (the reasoning path
+so far in a search tree). Token counts are the backend's own tokenizer counts, so budgets are exact.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FinishReason = Literal["stop", "length", "error"]
+
+
+class Message(BaseModel):
+    """One chat message."""
+
+    model_config = ConfigDict(frozen=True)
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class GenRequest(BaseModel):
+    """A generation request: chat messages, plus an optional assistant text the model continues."""
+
+    model_config = ConfigDict(frozen=True)
+    messages: tuple[Message, ...]
+    assistant_prefix: str = ""
+    n: int = Field(1, ge=1)
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    @classmethod
+    def chat(cls, user: str, system: str | None = None, **kw: object) -> GenRequest:
+        """Shorthand for a one-turn request."""
+        msgs = ([Message(role="system", content=system)] if system else []) + [
+            Message(role="user", content=user)
+        ]
+        return cls(messages=tuple(msgs), **kw)  # type: ignore[arg-type]
+
+
+class Generation(BaseModel):
+    """One sampled completion. `text` excludes the stop string that ended it."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: FinishReason = "stop"
+    cost_usd: float = 0.0
+    error: str | None = None
+
+
+@runtime_checkable
+class LM(Protocol):
+    """A batched text generator.
+
+    Contract: `generate(reqs)` returns a list as long as `reqs`; item i holds exactly `reqs[i].n`
+    generations. A failure of one request is reported as generations with `finish_reason="error"`
+    and `error` set; only systemic faults (no model, bad credentials) raise. With `seed` set and a
+    backend that allows it, results do not depend on how requests are batched.
+    """
+
+    name: str
+
+    def generate(self, reqs: list[GenRequest]) -> list[list[Generation]]: ...
+
+
+def render_plain(req: GenRequest) -> str:
+    """A template-free rendering, for backends or tests without a chat template."""
+    parts = [f"{m.role}: {m.content}" for m in req.messages]
+    return "\n".join(parts) + "\nassistant: " + req.assistant_prefix
+
+
+def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> tuple[str, bool]:
+    """Cut `text` at the earliest stop string; return (text, whether a stop string was found)."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

@@ -1,0 +1,1 @@
+"""Task suites and verifiers, bundled data, baselines, the benchmark harness, reports and plots."""

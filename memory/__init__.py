@@ -1,0 +1,1 @@
+"""Insights and attempts: records, embedding, FAISS index, SQLite store, retrieval, lifecycle."""
