@@ -35,6 +35,13 @@ class ModelConfig(Strict):
     max_retries: int = Field(4, ge=0)
     system_prompt: str | None = None
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    prefix_reuse: bool = Field(True, description="hf: reuse the key/value cache of shared prompt prefixes")
+    prefix_cache_tokens: int = Field(8192, ge=0, description="hf: LRU capacity of cached prefixes, in tokens")
+    assistant_prefix_mode: Literal["user", "continue"] = Field(
+        "user",
+        description="litellm: 'user' restates the partial answer in the last user turn (any chat server); "
+        "'continue' sends it as a final assistant message with continue_final_message (vLLM, SGLang)",
+    )
 
 
 class SearchConfig(Strict):
@@ -50,6 +57,7 @@ class SearchConfig(Strict):
     c_uct: float = Field(1.4, ge=0)
     prefix_reuse: bool = True
     seed: int = 0
+    parallel_tasks: int = Field(8, ge=1, description="tasks searched in lockstep, sharing each LM call")
 
 
 class MemoryConfig(Strict):
@@ -64,6 +72,13 @@ class MemoryConfig(Strict):
     max_insight_chars: int = Field(400, ge=20)
     retire_min_uses: int = Field(6, ge=1)
     retire_z: float = Field(1.64, ge=0)
+    candidates: int = Field(64, ge=1, description="insights taken from the index by text similarity per query")
+    sim_weight: float = Field(0.5, ge=0, description="weight of text similarity for insights without credit")
+    prior_uses: float = Field(1.0, gt=0, description="pseudo-uses before neighbour utility outweighs similarity")
+    min_score: float | None = Field(0.0, description="retrieve only insights scoring above this (null: no floor)")
+    embed_device: str = Field("cpu", description="device of the sentence-transformers embedder (cpu, cuda, auto)")
+    use_gpu_index: bool = Field(True, description="search a GPU copy of the FAISS index when faiss-gpu sees a GPU")
+    max_sources: int = Field(50, ge=1, description="source episode / task ids kept per insight")
 
 
 class LoopConfig(Strict):
@@ -76,6 +91,15 @@ class LoopConfig(Strict):
     max_candidates: int = Field(3, ge=1)
     synthesize: bool = True
     fold_every: int | None = Field(None, ge=1, description="fold into weights every N episodes")
+    analyst_format: Literal["auto", "json", "lines"] = Field(
+        "auto", description="analyst reply format; auto: lines for the embedded model, else JSON with a "
+        "lines fallback")
+    analyst_tokens: int = Field(160, ge=16, description="max tokens of one analyst reply")
+    analyst_temperature: float = Field(0.3, ge=0)
+    eval_samples: int = Field(1, ge=1, description="attempts per evaluation problem (score = mean)")
+    eval_temperature: float = Field(0.0, ge=0, description="0: greedy, a deterministic paired measurement")
+    admission_temperature: float | None = Field(
+        None, ge=0, description="temperature of the admission try; unset: eval_temperature")
 
 
 class FoldConfig(Strict):
@@ -96,6 +120,16 @@ class FoldConfig(Strict):
     mix_offpolicy: bool = True
     gate_slice: int = Field(16, ge=1)
     gate_tolerance: float = Field(0.05, ge=0)
+    lora_alpha: int = Field(32, ge=1)
+    temperature: float = Field(1.0, gt=0, description="GRPO sampling temperature")
+    kl_beta: float = Field(0.0, ge=0, description="GRPO KL weight (0: no reference model)")
+    max_length: int = Field(1024, ge=32, description="SFT/DPO token cap per example")
+    max_prompts: int = Field(64, ge=1, description="GRPO prompts drawn per fold")
+    use_vllm: bool = Field(False, description="GRPO generation through vLLM (GPU only)")
+    warm_start_sft: bool = Field(False, description="SFT on the verified chains before a GRPO or DPO fold")
+    gate_z: float = Field(1.0, ge=0, description="noise margin: standard errors of the paired difference")
+    gate_max_tokens: int = Field(256, ge=8)
+    retest_insights: int = Field(0, ge=0, description="after an accepted fold, re-test this many top insights")
 
 
 class DaemonConfig(Strict):
@@ -110,6 +144,19 @@ class DaemonConfig(Strict):
     usd_per_day: float | None = Field(None, ge=0)
     seconds_per_day: float | None = Field(None, ge=0)
     log_max_bytes: int = Field(5_000_000, ge=10_000)
+    log_backups: int = Field(3, ge=1, description="rotated log files kept in RUN_DIR/logs/")
+    max_file_bytes: int = Field(50_000_000, ge=100, description="inbox files larger than this are refused")
+    inbox_settle_s: float = Field(0.5, ge=0, description="leave inbox files this recently modified alone")
+    practice_limit: int | None = Field(200, ge=1, description="problems loaded per practice suite")
+    mastery_streak: int = Field(2, ge=1, description="consecutive correct practice runs that retire a problem")
+    accuracy_window: int = Field(50, ge=1, description="accuracy in status.json is over the last N scored tasks")
+    lm_retries: int = Field(2, ge=0, description="retries of an LM batch whose generations all errored")
+    lm_backoff_s: float = Field(1.0, ge=0, description="first wait between those retries (exponential, jitter)")
+    backend_fail_after: int = Field(3, ge=1, description="consecutive all-error episodes that pause the daemon")
+    backend_pause_s: float = Field(30.0, ge=0, description="first pause for a failing backend (doubles)")
+    backend_pause_max_s: float = Field(900.0, ge=0)
+    max_task_attempts: int = Field(3, ge=1, description="episodes raising on a task before it is failed")
+    stop_grace_s: float = Field(3.0, ge=0, description="on SIGTERM, wait this long for a safe point")
 
 
 class Config(Strict):

@@ -1,0 +1,328 @@
+"""The analyst: contrast a better and a worse attempt into candidate insights, and synthesize chains.
+
+`Analyst.analyze(task, pair, budget)` shows the analyst LM both attempts (it is told which one the
+verifier accepted) and asks for the step-level critique at the divergence point, the
+trajectory-level strategic pivot, the success pattern and failure mode, and short, general,
+actionable insights ("When ..., do/avoid ..."). Two output formats fill the same pydantic
+`Analysis`:
+
+- `json`: a JSON object validated against the schema; an invalid reply is retried with the
+  validation error fed back (tenacity, bounded by `retries`).
+- `lines`: fixed `KEY: value` lines, for small models that cannot write JSON. The assistant turn is
+  pre-filled with the first key, and a missing `INSIGHT:` line is forced with a second, pre-filled
+  call: prefix-constrained decoding that keeps even a 135M model in the template.
+
+`leak_reason` rejects insights that state the source problem's answer or copy its text.
+`synthesize` writes a fresh chain for the source problem from the analysis; it is kept only when
+the verifier accepts its answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Literal
+
+from insightloop.agent.budget import Budget
+from insightloop.agent.lm import LM, Generation, GenRequest, Message
+from insightloop.agent.pairs import Pair, steps_of
+from insightloop.agent.search.domain import build_messages, cut_after_answer
+from insightloop.evals.tasks import Reward, Task
+from insightloop.rl.data import ATTEMPT_PRIMER, Chain
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
+Format = Literal["json", "lines", "auto"]
+VerifyFn = Callable[[Task, str], Reward]
+LINE_KEYS = {"STEP": "step_critique", "PIVOT": "strategic_pivot", "SUCCESS": "success_pattern",
+             "FAILURE": "failure_mode"}
+GENERIC_ANSWERS = {"true", "false", "yes", "no", "valid", "invalid"}
+META_WORDS = ("insight", "guidance", "failure mode", "success pattern", "correct attempt",
+              "wrong attempt", "the analyst")
+
+
+class AnalystFormatError(ValueError):
+    """The analyst's reply did not fit the schema; the message is fed back on retry."""
+
+
+class CandidateInsight(BaseModel):
+    """One proposed insight: a general rule, not a fact about one problem."""
+
+    text: str = Field(min_length=12, max_length=400)
+    applies_when: str = ""
+    kind: Literal["strategy", "constraint", "format", "pitfall"] = "strategy"
+
+    @field_validator("text")
+    @classmethod
+    def _general_rule(cls, v: str) -> str:
+        v = " ".join(v.split()).strip(" \"'-*")
+        if len(v.split()) < 4:
+            raise ValueError("an insight needs at least 4 words: 'When <situation>, <do/avoid ...>'")
+        return v
+
+
+class Analysis(BaseModel):
+    """The analyst's verdict on one pair (`divergence_step` is 1-based, as shown to the model)."""
+
+    divergence_step: int = Field(1, ge=1)
+    step_critique: str = ""
+    strategic_pivot: str = ""
+    success_pattern: str = ""
+    failure_mode: str = ""
+    insights: list[CandidateInsight] = Field(min_length=1, max_length=5)
+
+
+SYSTEM = ("You compare two attempts at the same problem. The verifier accepted one and rejected the "
+          "other. Find where and why they differ, and write a short general lesson that helps on "
+          "similar problems. Never state the final answer of this problem.")
+
+JSON_SPEC = ('Reply with only a JSON object with these keys: "divergence_step" (int), '
+             '"step_critique", "strategic_pivot", "success_pattern", "failure_mode" (strings) and '
+             '"insights": a list of 1 to 3 objects {"text": "When <situation>, <do/avoid ...>.", '
+             '"applies_when": "<kind of problem>", "kind": one of "strategy", "constraint", "format", '
+             '"pitfall"}.')
+
+LINES_SPEC = ("Reply with exactly these lines:\n"
+              "STEP: what went wrong at step {d} of the rejected attempt\n"
+              "PIVOT: the key difference in strategy\n"
+              "INSIGHT: When <kind of problem>, <do this / avoid that>.")
+
+
+def _clip(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _render_attempt(steps: list[str], limit: int) -> str:
+    return _clip("\n".join(f"{s}" for s in steps), limit) or "(empty)"
+
+
+def render_pair(task: Task, pair: Pair, limit: int = 700) -> str:
+    """The user message: the problem and both attempts, compact, with the split point named."""
+    d = pair.divergence + 1
+    good = "ACCEPTED attempt" + (" (on a similar problem)" if pair.kind == "memory" else "")
+    parts = [f"Problem:\n{_clip(task.prompt, limit)}",
+             f"{good}:\n{_render_attempt(steps_of(pair.positive), limit)}",
+             f"REJECTED attempt:\n{_render_attempt(steps_of(pair.negative), limit)}",
+             f"The attempts split at step {d}."]
+    if len(pair.siblings) >= 2:
+        best, worst = pair.siblings[0], pair.siblings[-1]
+        parts.append(f"At step {d} the search scored '{_clip(best.step_text, 160)}' at {best.value:.2f} "
+                     f"and '{_clip(worst.step_text, 160)}' at {worst.value:.2f}.")
+    return "\n\n".join(parts)
+
+
+def _json_object(text: str) -> dict[str, object]:
+    start = text.find("{")
+    if start < 0:
+        raise AnalystFormatError("no JSON object found; reply with a single JSON object")
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(text[start:])
+    except json.JSONDecodeError as e:
+        raise AnalystFormatError(f"invalid JSON: {e.msg} at position {e.pos}") from e
+    if not isinstance(obj, dict):
+        raise AnalystFormatError("the JSON value must be an object")
+    return obj
+
+
+def parse_json(text: str) -> Analysis:
+    """Parse and validate a JSON reply; errors are phrased to be fed back to the model."""
+    try:
+        return Analysis.model_validate(_json_object(text))
+    except ValidationError as e:
+        errs = "; ".join(f"{'.'.join(str(p) for p in x['loc'])}: {x['msg']}" for x in e.errors())
+        raise AnalystFormatError(f"schema errors: {errs}") from e
+
+
+def parse_lines(text: str, divergence: int = 1) -> Analysis:
+    """Parse `KEY: value` lines into an `Analysis`; invalid insight lines are dropped."""
+    fields: dict[str, str] = {}
+    insights: list[CandidateInsight] = []
+    for raw in text.splitlines():
+        key, sep, value = raw.strip().lstrip("-* ").partition(":")
+        key, value = key.strip().upper(), value.strip()
+        if not sep or not value:
+            continue
+        if key == "INSIGHT":
+            try:
+                insights.append(CandidateInsight(text=value))
+            except ValidationError:
+                continue
+        elif key in LINE_KEYS and LINE_KEYS[key] not in fields:
+            fields[LINE_KEYS[key]] = value
+    try:
+        return Analysis(divergence_step=divergence, insights=insights[:5], **fields)
+    except ValidationError as e:
+        raise AnalystFormatError("no valid 'INSIGHT: When ..., ...' line") from e
+
+
+class Analyst:
+    """Asks an LM for an `Analysis` of a pair, in JSON (with feedback retries) or in lines."""
+
+    def __init__(self, lm: LM, fmt: Format = "auto", retries: int = 2, max_tokens: int = 160,
+                 temperature: float = 0.3, seed: int = 0):
+        self.lm = lm
+        self.fmt: Format = fmt
+        self.retries = retries
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.seed = seed
+        self.errors: list[str] = []
+
+    def _requests(self, msgs: list[Message], prefix: str = "", max_tokens: int | None = None,
+                  stop: tuple[str, ...] = ()) -> GenRequest:
+        return GenRequest(messages=tuple(msgs), assistant_prefix=prefix, n=1, stop=stop,
+                          max_tokens=max_tokens or self.max_tokens, temperature=self.temperature,
+                          seed=self.seed)
+
+    def _generate(self, reqs: list[GenRequest], budget: Budget) -> list[Generation]:
+        gens = [g[0] for g in self.lm.generate(reqs)]
+        budget.charge(gens)  # analysis is not a verified rollout: it costs tokens, not rollouts
+        return gens
+
+    def analyze(self, task: Task, pair: Pair, budget: Budget) -> Analysis | None:
+        """The analysis of one pair, or None when the analyst cannot produce a valid one."""
+        return self.analyze_many(task, [pair], budget)[0]
+
+    def analyze_many(self, task: Task, pairs: list[Pair], budget: Budget) -> list[Analysis | None]:
+        """One analysis (or None) per pair. The lines format serves all pairs in one batched call."""
+        out: list[Analysis | None] = [None] * len(pairs)
+        if self.fmt in ("json", "auto"):
+            for i, pair in enumerate(pairs):
+                try:
+                    out[i] = self._analyze_json(task, pair, budget)
+                except AnalystFormatError as e:
+                    self.errors.append(str(e))
+            if self.fmt == "json":
+                return out
+        todo = [i for i, a in enumerate(out) if a is None]
+        if todo and not budget.exhausted():
+            found = self._analyze_lines(task, [pairs[i] for i in todo], budget)
+            for i, a in zip(todo, found, strict=True):
+                out[i] = a
+        return out
+
+    def _analyze_json(self, task: Task, pair: Pair, budget: Budget) -> Analysis:
+        msgs = [Message(role="system", content=SYSTEM),
+                Message(role="user", content=render_pair(task, pair) + "\n\n" + JSON_SPEC)]
+        for attempt in Retrying(stop=stop_after_attempt(self.retries + 1), reraise=True,
+                                retry=retry_if_exception_type(AnalystFormatError)):
+            with attempt:
+                if budget.exhausted():
+                    raise BudgetSpent("the budget ran out during analysis")
+                gen = self._generate([self._requests(msgs, max_tokens=max(self.max_tokens, 320))], budget)[0]
+                if gen.finish_reason == "error":
+                    raise AnalystFormatError(f"the analyst call failed: {gen.error}")
+                try:
+                    return parse_json(gen.text)
+                except AnalystFormatError as e:
+                    # Feed the error back, so the next try can repair its own reply.
+                    msgs += [Message(role="assistant", content=gen.text),
+                             Message(role="user", content=f"That reply was invalid ({e}). {JSON_SPEC}")]
+                    raise
+        raise AnalystFormatError("unreachable")  # Retrying either returns or reraises
+
+    def _analyze_lines(self, task: Task, pairs: list[Pair], budget: Budget) -> list[Analysis | None]:
+        convs = [[Message(role="system", content=SYSTEM),
+                  Message(role="user", content=render_pair(task, p) + "\n\n"
+                          + LINES_SPEC.format(d=p.divergence + 1))] for p in pairs]
+        gens = self._generate([self._requests(m, prefix="STEP:") for m in convs], budget)
+        heads = [("STEP:" + g.text).split("\nINSIGHT")[0].rstrip() for g in gens]
+        out = [_try_lines("STEP:" + g.text, p.divergence + 1) for g, p in zip(gens, pairs, strict=True)]
+        missing = [i for i, a in enumerate(out) if a is None]
+        if not missing or budget.exhausted():
+            return out
+        # No usable insight line: force one by pre-filling its template (prefix-constrained decoding).
+        reqs = [self._requests(convs[i], prefix=heads[i] + FORCE, max_tokens=48, stop=("\n",))
+                for i in missing]
+        forced = self._generate(reqs, budget)
+        for i, g in zip(missing, forced, strict=True):
+            out[i] = _try_lines(heads[i] + FORCE + g.text, pairs[i].divergence + 1)
+        return out
+
+
+FORCE = "\nINSIGHT: When"
+
+
+def _try_lines(text: str, divergence: int) -> Analysis | None:
+    try:
+        return parse_lines(text, divergence)
+    except AnalystFormatError:
+        return None
+
+
+class BudgetSpent(AnalystFormatError):
+    """The budget ran out before the analysis finished."""
+
+
+def _words(text: str) -> list[str]:
+    return "".join(c.lower() if c.isalnum() else " " for c in text).split()
+
+
+def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def _contains_phrase(hay: list[str], needle: list[str]) -> bool:
+    n = len(needle)
+    return n > 0 and any(hay[i:i + n] == needle for i in range(len(hay) - n + 1))
+
+
+def _leaks_answer(words: list[str], answer: str) -> bool:
+    ans = _words(answer)
+    if not ans:
+        return False
+    if " ".join(ans) in GENERIC_ANSWERS:
+        # 'true', 'no' ... are ordinary words in a general rule; only a stated verdict leaks.
+        return any(_contains_phrase(words, [w, *ans]) for w in ("answer", "is", "be"))
+    return _contains_phrase(words, ans)
+
+
+def leak_reason(text: str, task: Task, copy_ngram: int = 4, copy_fraction: float = 0.5) -> str | None:
+    """Why an insight must be rejected for its source task (answer leak, copied text), or None."""
+    words, prompt = _words(text), _words(task.prompt)
+    if task.answer and _leaks_answer(words, task.answer):
+        return "leaks the source problem's answer"
+    grams = _ngrams(words, copy_ngram)
+    if grams and len(grams & _ngrams(prompt, copy_ngram)) / len(grams) >= copy_fraction:
+        return "copies the source problem's text"
+    if _ngrams(words, 8) & _ngrams(prompt, 8):
+        return "copies the source problem's text"
+    numbers = {w for w in words if w.isdigit()} & {w for w in prompt if w.isdigit()}
+    if len(numbers) >= 2:
+        return "quotes the source problem's numbers: not general"
+    return None
+
+
+def guidance_of(analysis: Analysis) -> list[str]:
+    """The lines given to the synthesizer: the insights, what worked, and what to avoid."""
+    out = [i.text for i in analysis.insights]
+    if analysis.success_pattern:
+        out.append(f"Do: {analysis.success_pattern}")
+    if analysis.failure_mode:
+        out.append(f"Avoid: {analysis.failure_mode}")
+    return out
+
+
+def has_meta_language(text: str) -> bool:
+    low = text.lower()
+    return any(w in low for w in META_WORDS)
+
+
+def synthesize(task: Task, analysis: Analysis, lm: LM, verify: VerifyFn, budget: Budget,
+               max_tokens: int = 256, temperature: float = 0.7, seed: int = 0,
+               episode_id: str | None = None) -> Chain | None:
+    """Write a fresh chain for the source task following the analysis; one counted rollout.
+
+    The chain counts as verified only if the verifier accepts its answer and it does not talk about
+    the guidance: it must read as a plain solution, to be trained on without the guidance.
+    """
+    if not budget.allows(1):
+        return None
+    req = GenRequest(messages=build_messages(task, guidance_of(analysis)), assistant_prefix=ATTEMPT_PRIMER,
+                     n=1, max_tokens=max_tokens, temperature=temperature, seed=seed)
+    gen = lm.generate([req])[0][0]
+    budget.charge([gen], rollouts=1)
+    text = cut_after_answer(ATTEMPT_PRIMER + gen.text)
+    ok = gen.finish_reason != "error" and verify(task, text).correct and not has_meta_language(text)
+    return Chain(task=task, text=text, verified=ok, source_episode=episode_id)

@@ -1,0 +1,446 @@
+"""The CORE learning loop: solve, credit, contrast, admit — all charged to one `Budget`.
+
+`Learner` ties the policy, the analyst and the insight memory together:
+
+- `estimate_baselines(tasks, budget)`: each training problem's no-insight success rate, from
+  `cfg.loop.baseline_samples` counted rollouts (the credit an insight earns is reward − baseline).
+- `train(tasks, budget)`: picks problems with failure-biased sampling and runs training episodes
+  until the budget cannot pay for another rollout; it never spends past the budget.
+- `run_episode(task, train, budget)`: one task end to end. Retrieve (with a UCB bonus when
+  training) → solve → credit every retrieved insight → keep correct attempts → on a failure or a
+  mixed tree: contrast pairs → analyst → leak filter → synthesis → admission test (each candidate
+  alone in the prompt gets one counted try on its source problem) → add the admitted ones with
+  provenance → retire harmful insights. Every training episode is logged in the store.
+- `evaluate(tasks, use_memory, budget)`: frozen memory — no credit, no additions, no writes.
+
+Progress goes out as typed events (`agent.events`) to `on_event`; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from insightloop.agent import events as ev
+from insightloop.agent.analyst import Analysis, Analyst, leak_reason, synthesize
+from insightloop.agent.budget import Budget
+from insightloop.agent.config import Config, SearchConfig
+from insightloop.agent.episode import Episode
+from insightloop.agent.lm import LM
+from insightloop.agent.pairs import Pair, failures_of, memory_pair, select_pairs
+from insightloop.evals.tasks import Reward, Task, Verifier
+from insightloop.memory.records import Attempt, Insight
+from pydantic import BaseModel, Field
+
+VerifierFor = Callable[[Task], Verifier]
+
+
+class Memory(Protocol):
+    """The part of `memory.store.MemoryStore` the loop uses (a fake can stand in for tests)."""
+
+    @property
+    def version(self) -> int: ...
+
+    def retrieve(self, task: Task, k: int, train: bool, token_budget: int | None) -> list[Insight]: ...
+
+    def credit(self, insight_ids: list[str], task: Task, reward: float, baseline: float,
+               episode_id: str) -> Any: ...
+
+    def add_insight(self, text: str, kind: str, applies_when: str, family: str | None,
+                    source_episode: str | None, source_task: str | None, model: str,
+                    meta: dict[str, Any]) -> tuple[Insight, bool]: ...
+
+    def record_admission(self, insight_id: str, admitted: bool, reason: str) -> Any: ...
+
+    def retire_if_harmful(self) -> Any: ...
+
+    def add_attempt(self, attempt: Attempt) -> Any: ...
+
+    def similar_attempts(self, text: str, k: int, family: str | None) -> list[tuple[Attempt, float]]: ...
+
+    def add_episode(self, ep: Episode) -> Any: ...
+
+    def set_baseline(self, task_id: str, rate: float, n: int) -> Any: ...
+
+    def baseline(self, task_id: str) -> Any: ...
+
+
+class TrainReport(BaseModel):
+    """What a `train` call did and spent."""
+
+    episodes: int = 0
+    solved: int = 0
+    rollouts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    insights_proposed: int = 0
+    insights_admitted: int = 0
+    insights_rejected: int = 0
+    rejections: dict[str, int] = Field(default_factory=dict)
+    analyses: int = 0
+    analyses_failed: int = 0
+    chains_tried: int = 0
+    chains_verified: int = 0
+    folds: int = 0
+    seconds: float = 0.0
+
+
+class EvalItem(BaseModel):
+    """One evaluation problem: its score (mean over attempts) and what it cost."""
+
+    task_id: str
+    score: float
+    correct: bool
+    rollouts: int
+    prompt_tokens: int
+    insight_ids: list[str] = Field(default_factory=list)
+
+
+class EvalReport(BaseModel):
+    """Accuracy over the evaluated problems, with per-item scores for paired comparisons."""
+
+    use_memory: bool
+    items: list[EvalItem] = Field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return sum(i.score for i in self.items) / len(self.items) if self.items else 0.0
+
+    @property
+    def rollouts(self) -> int:
+        return sum(i.rollouts for i in self.items)
+
+    @property
+    def prompt_tokens_per_problem(self) -> float:
+        return sum(i.prompt_tokens for i in self.items) / len(self.items) if self.items else 0.0
+
+
+def _default_verifier_for(task: Task) -> Verifier:
+    from insightloop.agent.solve import default_verifier
+
+    return default_verifier(task)
+
+
+Candidate = tuple[str, str, Pair, Analysis]  # (text, kind, pair, analysis)
+ADMIT_REASON = "solved its source problem alone in the prompt"
+FAIL_REASON = "did not solve its source problem alone in the prompt"
+
+
+def _clip(text: str, limit: int = 600) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+class Learner:
+    """The CORE loop over one policy, one analyst and one insight memory (see the module docstring)."""
+
+    def __init__(self, policy: LM, analyst: LM, store: Memory, cfg: Config, rng: random.Random | None = None,
+                 on_event: ev.EventSink = ev.ignore, *, run_dir: str | Path | None = None,
+                 verifier_for: VerifierFor | None = None, clock: Callable[[], float] = time.time):
+        self.policy = policy
+        self.analyst_lm = analyst
+        self.store = store
+        self.cfg = cfg
+        self.rng = rng or random.Random(cfg.seed)
+        self.emit = on_event
+        run_dir = run_dir if run_dir is not None else getattr(store, "run_dir", None)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.verifier_for = verifier_for or _default_verifier_for
+        self.clock = clock
+        fmt = cfg.loop.analyst_format
+        if fmt == "auto" and (cfg.analyst or cfg.policy).model == "embedded":
+            fmt = "lines"  # a 135M model does not write valid JSON; do not pay for the tries
+        self.analyst = Analyst(analyst, fmt, cfg.loop.analyst_retries, cfg.loop.analyst_tokens,
+                               cfg.loop.analyst_temperature, seed=cfg.seed)
+        self.baselines: dict[str, float] = {}
+        self.stats: dict[str, tuple[int, int]] = {}  # task id -> (training episodes, solved)
+        self.report = TrainReport()
+        self._since_fold = 0
+
+    # -- search configurations -------------------------------------------------------------------
+    def eval_search(self, temperature: float | None = None, rollouts: int | None = None) -> SearchConfig:
+        """Evaluation and admission attempts: whole samples, greedy by default (a paired measurement)."""
+        loop = self.cfg.loop
+        return self.cfg.search.model_copy(update={
+            "strategy": "sample", "rollouts": rollouts or loop.eval_samples,
+            "temperature": loop.eval_temperature if temperature is None else temperature})
+
+    def _solve(self, task: Task, scfg: SearchConfig, insights: Sequence[str], budget: Budget,
+               episode_id: str | None = None) -> Episode:
+        from insightloop.agent.solve import solve
+
+        rng = random.Random(self.rng.randrange(2**31))
+        return solve(task, self.policy, scfg, insights, budget, rng, self.verifier_for(task),
+                     episode_id=episode_id, clock=self.clock)
+
+    def _budget_event(self, budget: Budget) -> None:
+        self.emit(ev.BudgetUpdate(rollouts=budget.rollouts, max_rollouts=budget.max_rollouts,
+                                  prompt_tokens=budget.prompt_tokens, usd=budget.usd, seconds=budget.seconds,
+                                  completion_tokens=budget.completion_tokens))
+
+    # -- baselines -------------------------------------------------------------------------------
+    def estimate_baselines(self, tasks: Sequence[Task], budget: Budget) -> dict[str, float]:
+        """No-insight success rate per task from `baseline_samples` counted rollouts, batched."""
+        from insightloop.agent.solve import solve_many
+
+        n = self.cfg.loop.baseline_samples
+        left = budget.remaining_rollouts()
+        fit = [t for t in tasks if t.answer is not None][: len(tasks) if left is None else left // max(n, 1)]
+        if n == 0 or not fit or not budget.allows(n):
+            return {}
+        scfg = self.cfg.search.model_copy(update={"strategy": "sample", "rollouts": n})
+        out: dict[str, float] = {}
+        for ep in solve_many(fit, self.policy, scfg, budget=budget, clock=self.clock):
+            if not ep.trajectories:
+                continue
+            rate = sum(t.reward for t in ep.trajectories) / len(ep.trajectories)
+            self.store.set_baseline(ep.task.id, rate, len(ep.trajectories))
+            self.baselines[ep.task.id] = out[ep.task.id] = rate
+            ep.meta["phase"] = "baseline"
+            self._keep_correct(ep)
+            self._log(ep)
+        self._budget_event(budget)
+        return out
+
+    def baseline_of(self, task: Task) -> float:
+        """The task's no-insight success rate: estimated here, else stored, else 0."""
+        if task.id in self.baselines:
+            return self.baselines[task.id]
+        stored = self.store.baseline(task.id)
+        if stored is None:
+            return 0.0
+        rate = getattr(stored, "rate", stored)
+        return float(rate)
+
+    # -- training --------------------------------------------------------------------------------
+    def _pick(self, tasks: Sequence[Task]) -> Task:
+        """Failure-biased sampling: weight 1 − (smoothed success rate), plus a floor."""
+        weights = []
+        for t in tasks:
+            n, solved = self.stats.get(t.id, (0, 0))
+            prior = self.baseline_of(t)
+            rate = (solved + prior + 0.5) / (n + 2.0)  # the baseline acts as one pseudo-episode
+            weights.append(max(0.0, 1.0 - rate) + 0.05)
+        return self.rng.choices(list(tasks), weights=weights)[0]
+
+    def train(self, tasks: Sequence[Task], budget: Budget) -> TrainReport:
+        """Baselines for tasks without one, then training episodes until the budget is spent."""
+        labeled = [t for t in tasks if t.answer is not None]
+        budget.start(self.clock)
+        start, before = self.clock(), budget.model_copy()
+        self.estimate_baselines([t for t in labeled if self._needs_baseline(t)], budget)
+        while labeled and budget.allows(1):
+            spent = budget.rollouts
+            self.run_episode(self._pick(labeled), True, budget)
+            if budget.rollouts == spent:
+                break  # nothing could be spent (e.g. a token or time cap): do not spin
+        rep = self.report
+        rep.rollouts += budget.rollouts - before.rollouts
+        rep.prompt_tokens += budget.prompt_tokens - before.prompt_tokens
+        rep.completion_tokens += budget.completion_tokens - before.completion_tokens
+        rep.seconds += self.clock() - start
+        return rep.model_copy()
+
+    def _needs_baseline(self, task: Task) -> bool:
+        return task.id not in self.baselines and self.store.baseline(task.id) is None
+
+    def run_episode(self, task: Task, train: bool, budget: Budget) -> Episode:
+        """One task end to end (see the module docstring); learning happens only when `train`."""
+        from insightloop.agent.solve import new_episode_id
+
+        mem = self.cfg.memory
+        insights = self.store.retrieve(task, mem.top_k, train, mem.prompt_token_budget) if mem.top_k else []
+        ep_id = new_episode_id(task)
+        self.emit(ev.EpisodeStarted(episode_id=ep_id, task_id=task.id, family=task.family, train=train,
+                                    insights=[i.id for i in insights]))
+        ep = self._solve(task, self.cfg.search, [i.text for i in insights], budget, ep_id)
+        ep.meta.update(phase="train" if train else "run", insight_ids=[i.id for i in insights])
+        if train and task.answer is not None:
+            self._learn(ep, insights, budget)
+        self._log(ep)
+        self.emit(ev.EpisodeFinished(episode_id=ep.id, task_id=task.id, train=train, correct=ep.correct,
+                                     reward=ep.reward.score if ep.reward else 0.0, rollouts=ep.rollouts,
+                                     prompt_tokens=ep.prompt_tokens, completion_tokens=ep.completion_tokens,
+                                     seconds=ep.seconds))
+        self._budget_event(budget)
+        if train:
+            self._maybe_fold()
+        return ep
+
+    def _log(self, ep: Episode) -> None:
+        """The store shows episodes in the console; the files in RUN_DIR/episodes feed the fold."""
+        from insightloop.agent.solve import save_episode
+
+        self.store.add_episode(ep)
+        if self.run_dir is not None:
+            save_episode(self.run_dir, ep)
+
+    def _learn(self, ep: Episode, insights: list[Insight], budget: Budget) -> None:
+        task, reward = ep.task, (ep.reward.score if ep.reward else 0.0)
+        base = self.baseline_of(task)
+        if insights:
+            ids = [i.id for i in insights]
+            self.store.credit(ids, task, reward, base, ep.id)
+            self.emit(ev.Credited(task_id=task.id, episode_id=ep.id, insight_ids=ids, reward=reward,
+                                  baseline=base))
+        self._keep_correct(ep)
+        n, solved = self.stats.get(task.id, (0, 0))
+        self.stats[task.id] = (n + 1, solved + int(ep.correct))
+        self.report.episodes += 1
+        self.report.solved += int(ep.correct)
+        if not ep.correct or any(not t.correct for t in ep.trajectories):
+            self._contrast(ep, budget)
+        self.store.retire_if_harmful()
+
+    def _keep_correct(self, ep: Episode) -> None:
+        """Store each distinct correct attempt: later failures are contrasted with them."""
+        seen: set[str] = set()
+        for t in ep.trajectories:
+            if t.correct and _norm(t.text) not in seen:
+                seen.add(_norm(t.text))
+                self.store.add_attempt(Attempt(task_id=ep.task.id, task_text=ep.task.prompt,
+                                               family=ep.task.family, text=t.text, reward=t.reward))
+
+    # -- contrast, synthesis, admission -----------------------------------------------------------
+    def pairs_for(self, ep: Episode) -> list[Pair]:
+        """Tree pairs around the anchor; with no correct attempt, failures vs the closest stored success."""
+        loop = self.cfg.loop
+        pairs = select_pairs(ep.trajectories, loop.pairs, loop.hard_fraction, self.rng, ep.tree)
+        if pairs:
+            return pairs
+        hits = self.store.similar_attempts(ep.task.prompt, 1, ep.task.family)
+        if not hits:
+            return []
+        attempt = hits[0][0]
+        return [memory_pair(f, attempt.text, attempt.task_id)
+                for f in failures_of(ep.trajectories, loop.pairs, self.rng)]
+
+    def _contrast(self, ep: Episode, budget: Budget) -> None:
+        pairs = self.pairs_for(ep)
+        if not pairs or budget.exhausted():
+            return
+        analyses = self.analyst.analyze_many(ep.task, pairs, budget)
+        self.report.analyses += len(analyses)
+        self.report.analyses_failed += sum(a is None for a in analyses)
+        found = [(p, a) for p, a in zip(pairs, analyses, strict=True) if a is not None]
+        if not found:
+            return
+        if self.cfg.loop.synthesize:
+            self._synthesize(ep, found[0][1], budget)
+        self._admit(ep, self._candidates(ep, found), budget)
+
+    def _reject(self, text: str, task: Task, reason: str) -> None:
+        self.report.insights_rejected += 1
+        self.report.rejections[reason] = self.report.rejections.get(reason, 0) + 1
+        self.emit(ev.InsightRejected(text=text, task_id=task.id, reason=reason))
+
+    def _candidates(self, ep: Episode, found: list[tuple[Pair, Analysis]]) -> list[Candidate]:
+        """Distinct, non-leaking candidates, hard pairs first, at most `max_candidates`."""
+        out: list[Candidate] = []
+        seen: set[str] = set()
+        for pair, analysis in found:
+            for ins in analysis.insights:
+                self.report.insights_proposed += 1
+                self.emit(ev.InsightProposed(text=ins.text, task_id=ep.task.id, episode_id=ep.id,
+                                             pair_kind=pair.kind))
+                if _norm(ins.text) in seen:
+                    continue  # the same lesson from another pair: one admission try is enough
+                seen.add(_norm(ins.text))
+                reason = leak_reason(ins.text, ep.task)
+                if reason:
+                    self._reject(ins.text, ep.task, reason)
+                elif len(out) < self.cfg.loop.max_candidates:
+                    out.append((ins.text, ins.kind, pair, analysis))
+        return out
+
+    def _synthesize(self, ep: Episode, analysis: Analysis, budget: Budget) -> None:
+        from insightloop.rl.data import append_chains
+
+        s = self.cfg.search
+        chain = synthesize(ep.task, analysis, self.policy, self._verify, budget, s.answer_tokens,
+                           s.temperature, self.rng.randrange(2**31), ep.id)
+        if chain is None:
+            return
+        self.report.chains_tried += 1
+        if chain.verified:
+            self.report.chains_verified += 1
+            if self.run_dir is not None:
+                append_chains(self.run_dir, [chain])
+        self.emit(ev.ChainSynthesized(task_id=ep.task.id, episode_id=ep.id, verified=chain.verified))
+
+    def _verify(self, task: Task, text: str) -> Reward:
+        return self.verifier_for(task).verify(task, text)
+
+    def _admit(self, ep: Episode, cands: list[Candidate], budget: Budget) -> None:
+        """Each candidate alone in the prompt gets one counted try on its source problem."""
+        loop = self.cfg.loop
+        temp = loop.admission_temperature if loop.admission_temperature is not None else loop.eval_temperature
+        scfg = self.eval_search(temperature=temp, rollouts=1)
+        for text, kind, pair, analysis in cands:
+            if not budget.allows(1):
+                return
+            trial = self._solve(ep.task, scfg, [text], budget)
+            if not trial.correct:
+                self._reject(text, ep.task, FAIL_REASON)
+                continue
+            ins, created = self.store.add_insight(
+                text, kind, analysis.strategic_pivot[:200], ep.task.family, ep.id, ep.task.id,
+                self.analyst_lm.name, self._provenance(pair, analysis, trial))
+            self.store.record_admission(ins.id, True, ADMIT_REASON)
+            self.report.insights_admitted += 1
+            self.emit(ev.InsightAdmitted(insight_id=ins.id, text=ins.text, task_id=ep.task.id,
+                                         episode_id=ep.id, created=created))
+
+    def _provenance(self, pair: Pair, analysis: Analysis, trial: Episode) -> dict[str, Any]:
+        return {"pair_kind": pair.kind, "divergence_step": pair.divergence + 1,
+                "positive": _clip(pair.positive.text), "negative": _clip(pair.negative.text),
+                "siblings": [b.model_dump() for b in pair.siblings[:4]],
+                "positive_task": pair.source_task, "step_critique": analysis.step_critique,
+                "strategic_pivot": analysis.strategic_pivot, "success_pattern": analysis.success_pattern,
+                "failure_mode": analysis.failure_mode, "admission_episode": trial.id,
+                "analyst_format": self.analyst.fmt}
+
+    # -- folding ---------------------------------------------------------------------------------
+    def _maybe_fold(self) -> None:
+        every = self.cfg.loop.fold_every
+        self._since_fold += 1
+        if every is None or self._since_fold < every or self.run_dir is None:
+            return
+        from insightloop.rl.fold import fold
+
+        self._since_fold = 0
+        self.emit(ev.FoldStarted(episodes=self.report.episodes))
+        result = fold(self.run_dir, self.cfg)
+        self.report.folds += 1
+        self.emit(ev.FoldFinished(episodes=self.report.episodes, ok=bool(getattr(result, "accepted", True)),
+                                  detail={"checkpoint": str(getattr(result, "checkpoint", ""))}))
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def evaluate(self, tasks: Sequence[Task], use_memory: bool, budget: Budget) -> EvalReport:
+        """Accuracy with frozen memory (retrieval without the training bonus; nothing is written)."""
+        from insightloop.agent.solve import solve_many
+
+        start, used = self.clock(), {}
+        mem = self.cfg.memory
+
+        def insights_for(task: Task) -> list[str]:
+            if not use_memory or not mem.top_k:
+                return []
+            found = self.store.retrieve(task, mem.top_k, False, mem.prompt_token_budget)
+            used[task.id] = [i.id for i in found]
+            return [i.text for i in found]
+
+        eps = solve_many(list(tasks), self.policy, self.eval_search(), insights_for, budget=budget,
+                         clock=self.clock)
+        items = [EvalItem(task_id=ep.task.id, correct=ep.correct, rollouts=ep.rollouts,
+                          score=sum(t.reward for t in ep.trajectories) / max(1, len(ep.trajectories)),
+                          prompt_tokens=ep.prompt_tokens, insight_ids=used.get(ep.task.id, []))
+                 for ep in eps]
+        return EvalReport(use_memory=use_memory, items=items, seconds=self.clock() - start)

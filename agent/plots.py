@@ -1,0 +1,112 @@
+"""Learning curves from stored episodes: rolling accuracy with and without insights, and the lift.
+
+`learning_curve(points, window)` turns episodes (in the order they finished) into rolling-accuracy
+series; `save_curve_png(curve, path)` draws the same curves with matplotlib (Agg, no display).
+The console renders the same `Curve` as a terminal chart, so the PNG and the terminal agree.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class EpisodePoint(BaseModel):
+    """What the curve needs from one episode."""
+
+    finished: float
+    correct: bool
+    with_insights: bool
+
+
+class Curve(BaseModel):
+    """Rolling accuracies per episode index (None until a group has its first episode)."""
+
+    window: int
+    overall: list[float] = Field(default_factory=list)
+    with_insights: list[float | None] = Field(default_factory=list)
+    without_insights: list[float | None] = Field(default_factory=list)
+    lift: list[float | None] = Field(default_factory=list)
+    n_with: int = 0
+    n_without: int = 0
+
+    @property
+    def final_lift(self) -> float | None:
+        return next((x for x in reversed(self.lift) if x is not None), None)
+
+
+def _mean(values: deque[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def learning_curve(points: Iterable[EpisodePoint], window: int = 20) -> Curve:
+    """Rolling accuracy over the last `window` episodes of each group, at every episode index.
+
+    Lift at index i is (with-insights accuracy) minus (without-insights accuracy), once both exist.
+    """
+    ordered = sorted(points, key=lambda p: p.finished)
+    curve = Curve(window=window)
+    recent: deque[float] = deque(maxlen=window)
+    groups: dict[bool, deque[float]] = {True: deque(maxlen=window), False: deque(maxlen=window)}
+    for p in ordered:
+        score = 1.0 if p.correct else 0.0
+        recent.append(score)
+        groups[p.with_insights].append(score)
+        with_acc, without_acc = _mean(groups[True]), _mean(groups[False])
+        curve.overall.append(sum(recent) / len(recent))
+        curve.with_insights.append(with_acc)
+        curve.without_insights.append(without_acc)
+        both = with_acc is not None and without_acc is not None
+        curve.lift.append(with_acc - without_acc if both else None)
+    curve.n_with = sum(1 for p in ordered if p.with_insights)
+    curve.n_without = len(ordered) - curve.n_with
+    return curve
+
+
+def _xy(values: list[float | None]) -> tuple[list[int], list[float]]:
+    pairs = [(i + 1, v) for i, v in enumerate(values) if v is not None]
+    return [x for x, _ in pairs], [y for _, y in pairs]
+
+
+def save_curve_png(curve: Curve, path: str | Path, title: str = "insightloop learning curve") -> Path:
+    """Write the accuracy and lift curves as a PNG (atomically: temp file, then rename)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, (acc_ax, lift_ax) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
+                                          gridspec_kw={"height_ratios": [2, 1]})
+    acc_ax.plot(*_xy(curve.with_insights), label=f"with insights (n={curve.n_with})", color="tab:green")
+    acc_ax.plot(*_xy(curve.without_insights), label=f"without insights (n={curve.n_without})",
+                color="tab:red")
+    acc_ax.plot(*_xy(list(curve.overall)), label="all episodes", color="tab:gray", linestyle="--")
+    acc_ax.set_ylim(-0.02, 1.02)
+    acc_ax.set_ylabel(f"rolling accuracy (last {curve.window})")
+    acc_ax.set_title(title)
+    acc_ax.legend(loc="lower right", fontsize=8)
+    acc_ax.grid(alpha=0.3)
+    lift_ax.axhline(0.0, color="black", linewidth=0.8)
+    lift_ax.plot(*_xy(curve.lift), color="tab:blue")
+    lift_ax.set_ylim(-1.02, 1.02)
+    lift_ax.set_ylabel("lift")
+    lift_ax.set_xlabel("episode (in order finished)")
+    lift_ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".png", dir=out.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out

@@ -1,0 +1,145 @@
+"""The reasoning domain: prompts, step proposals, terminal tests and rollouts for one task.
+
+A state is the text of the reasoning path so far: numbered steps `Step 1: ...` separated by blank
+lines, ending with `Answer: <answer>`. One node of a search tree is one step. This module knows the
+format and builds the `GenRequest`s; it knows nothing about how a search picks which state to grow,
+so MCTS and plain sampling share it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Generator, Sequence
+from typing import Protocol
+
+from insightloop.agent.config import SearchConfig
+from insightloop.agent.episode import SearchTree
+from insightloop.agent.lm import Generation, GenRequest, Message
+from insightloop.evals.tasks import Reward, Task, Verifier
+from pydantic import BaseModel
+
+SYSTEM_PROMPT = (
+    "Solve the problem step by step. Write numbered steps (Step 1: ..., Step 2: ...), each followed "
+    "by a blank line. Finish with a last line of the form 'Answer: <answer>'."
+)
+INSIGHTS_HEADER = "Insights from past problems:"
+STEP_STOPS = ("\n\n", "\nStep ")
+_MARKER = re.compile(r"^\s*step\s*\d+\s*[:.)]\s*", re.IGNORECASE)
+_ANSWER = re.compile(r"\banswer\s*:", re.IGNORECASE)
+
+
+class Step(BaseModel):
+    """A proposed next step, normalized, with the generation that produced it."""
+
+    text: str
+    key: str
+    generation: Generation
+
+
+def has_answer(text: str) -> bool:
+    """Whether the text contains a final `Answer:` line."""
+    return _ANSWER.search(text) is not None
+
+
+def cut_after_answer(text: str) -> str:
+    """Drop whatever the model wrote after the line holding its first `Answer:`."""
+    m = _ANSWER.search(text)
+    if m is None:
+        return text
+    end = text.find("\n", m.end())
+    return text if end < 0 else text[:end]
+
+
+def step_key(text: str) -> str:
+    """Duplicate-detection key: the step body without its marker, case and spacing folded."""
+    return " ".join(_MARKER.sub("", text).lower().split())
+
+
+def normalize_step(raw: str, depth: int) -> str:
+    """Make one generated step self-contained: `Step <depth>: <body>` plus the blank-line separator."""
+    body = _MARKER.sub("", raw.strip()).strip()
+    return f"Step {depth}: {body}\n\n"
+
+
+def build_messages(task: Task, insights: Sequence[str] = (),
+                   system: str = SYSTEM_PROMPT) -> tuple[Message, ...]:
+    """The chat prompt: format instructions (plus any insights) as system, the task as user."""
+    if insights:
+        system += "\n\n" + INSIGHTS_HEADER + "\n" + "\n".join(f"- {i.strip()}" for i in insights)
+    return (Message(role="system", content=system), Message(role="user", content=task.prompt))
+
+
+class ReasoningDomain:
+    """States, proposals and scoring for one task under one search configuration."""
+
+    def __init__(self, task: Task, cfg: SearchConfig, verifier: Verifier, insights: Sequence[str] = ()):
+        self.task = task
+        self.cfg = cfg
+        self.verifier = verifier
+        self.insights = list(insights)
+        self.messages = build_messages(task, self.insights)
+        self.verifiable = True
+
+    def propose_request(self, path: str, depth: int, width: int, seed: int) -> GenRequest:
+        """One batched request for `width` candidate steps number `depth` after `path`."""
+        # Starting the assistant text with the step marker keeps even a small model in the format.
+        return GenRequest(messages=self.messages, assistant_prefix=path + f"Step {depth}:", n=width,
+                          max_tokens=self.cfg.step_tokens, temperature=self.cfg.temperature,
+                          stop=STEP_STOPS, seed=seed)
+
+    def propose(self, gens: list[Generation], depth: int, existing: Sequence[str] = ()) -> list[Step]:
+        """Normalize the sampled steps; drop empty ones, failed ones and duplicates."""
+        seen = set(existing)
+        out: list[Step] = []
+        for g in gens:
+            if g.finish_reason == "error":
+                continue
+            text = normalize_step(f"Step {depth}:" + g.text, depth)
+            key = step_key(text)
+            if key and key not in seen:
+                seen.add(key)
+                out.append(Step(text=text, key=key, generation=g))
+        return out
+
+    def is_terminal(self, step: str, depth: int) -> bool:
+        """A step ends the path if it gives the final answer or the depth cap is reached."""
+        return has_answer(step) or depth >= self.cfg.max_depth
+
+    def rollout_request(self, path: str, seed: int, n: int = 1) -> GenRequest:
+        """Continue from `path` to a full answer (for `n` samples of a whole attempt, `path` may be '')."""
+        return GenRequest(messages=self.messages, assistant_prefix=path or "Step 1:", n=n,
+                          max_tokens=self.cfg.answer_tokens, temperature=self.cfg.temperature, seed=seed)
+
+    def continuation(self, path: str, gen: Generation) -> str:
+        """The rollout text after `path`, cut after the answer line."""
+        head = "" if path else "Step 1:"
+        return cut_after_answer(head + gen.text)
+
+    def score(self, full_text: str) -> Reward:
+        """Verify a complete attempt.
+
+        Verifiers never raise on model text; they raise ValueError when the task itself cannot be
+        checked (an unlabeled task). Such a task scores 0 everywhere and `verifiable` turns False,
+        so the episode picks its answer by vote instead.
+        """
+        try:
+            return self.verifier.verify(self.task, full_text)
+        except ValueError as exc:
+            self.verifiable = False
+            return Reward(score=0.0, parsed_answer=self.extract(full_text), error=f"not verifiable: {exc}")
+
+    def extract(self, full_text: str) -> str | None:
+        return self.verifier.extract(self.task, full_text)
+
+
+# A search runs as a generator: it yields the requests it needs next and receives their generations.
+# The driver decides how to serve them, so one LM call can carry the requests of many searches.
+SearchRun = Generator[list[GenRequest], list[list[Generation]], None]
+
+
+class Search(Protocol):
+    """A search over one task. `run()` drives it; the tree holds the result when it returns."""
+
+    tree: SearchTree
+
+    def run(self) -> SearchRun: ...

@@ -1,0 +1,146 @@
+"""Daemon observability: the `status.json` record, its atomic writer, and JSON-lines logs.
+
+`status.json` is rewritten whole (temp file + `os.replace`) so a reader never sees half a file.
+Logs go to `RUN_DIR/logs/daemon.jsonl` through the stdlib `RotatingFileHandler`, one JSON object
+per line; the learning loop's typed events are logged as they arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from insightloop.agent.events import Event
+from pydantic import BaseModel, Field, ValidationError
+
+STATUS_FILE = "status.json"
+LOG_FILE = "daemon.jsonl"
+
+
+class Counters(BaseModel):
+    """Inbox tasks done / failed / still pending, and self-practice episodes run."""
+
+    done: int = 0
+    failed: int = 0
+    pending: int = 0
+    practice: int = 0
+    files_done: int = 0
+    files_failed: int = 0
+
+
+class CapUse(BaseModel):
+    """One budget cap over its sliding window: spent, cap (None = unlimited), what is left."""
+
+    window: str
+    used: float = 0.0
+    cap: float | None = None
+    left: float | None = None
+
+
+class DaemonStatus(BaseModel):
+    """What `status.json` holds."""
+
+    state: str = "starting"
+    pid: int = Field(default_factory=os.getpid)
+    run_dir: str = ""
+    current_task: str | None = None
+    counters: Counters = Field(default_factory=Counters)
+    budget: dict[str, CapUse] = Field(default_factory=dict)
+    checkpoint: str | None = None
+    memory_version: int | None = None
+    accuracy: float | None = None
+    accuracy_n: int = 0
+    last_error: str | None = None
+    paused_until: float | None = None
+    started_at: float = 0.0
+    updated_at: float = 0.0
+
+
+def write_status(run_dir: Path, status: DaemonStatus) -> Path:
+    """Write RUN_DIR/status.json atomically."""
+    dest = Path(run_dir) / STATUS_FILE
+    fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(status.model_dump_json(indent=2))
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def read_status(run_dir: Path) -> DaemonStatus | None:
+    """The last status written under RUN_DIR, or None when there is none (or it is unreadable)."""
+    path = Path(run_dir) / STATUS_FILE
+    try:
+        return DaemonStatus.model_validate_json(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValidationError):
+        return None
+
+
+class StatusBoard:
+    """The live status, shared between the worker (which updates it) and the status writer."""
+
+    def __init__(self, status: DaemonStatus) -> None:
+        self._status = status
+        self._lock = threading.Lock()
+
+    def update(self, **fields: Any) -> None:
+        with self._lock:
+            for k, v in fields.items():
+                setattr(self._status, k, v)
+
+    def snapshot(self, now: float) -> DaemonStatus:
+        with self._lock:
+            snap = self._status.model_copy(deep=True)
+        snap.updated_at = now
+        return snap
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, msg, plus the record's `data` mapping if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"ts": record.created, "level": record.levelname.lower(),
+                               "msg": record.getMessage()}
+        data = getattr(record, "data", None)
+        if isinstance(data, dict):
+            out.update(data)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def open_log(run_dir: Path, max_bytes: int, backups: int) -> logging.Logger:
+    """A logger writing rotated JSON lines to RUN_DIR/logs/daemon.jsonl (one logger per run dir)."""
+    logs = Path(run_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(f"insightloop.daemon.{Path(run_dir).resolve()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    close_log(logger)
+    handler = logging.handlers.RotatingFileHandler(
+        logs / LOG_FILE, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+    )
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    return logger
+
+
+def close_log(logger: logging.Logger) -> None:
+    for h in list(logger.handlers):
+        h.close()
+        logger.removeHandler(h)
+
+
+def log_event(logger: logging.Logger, event: Event) -> None:
+    """Log one learning-loop event as a JSON line (long texts are cut so lines stay small)."""
+    data = {k: (v[:500] if isinstance(v, str) else v) for k, v in event.model_dump(mode="json").items()}
+    logger.info(event.kind, extra={"data": {"event": data}})

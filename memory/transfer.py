@@ -1,0 +1,234 @@
+"""Export and import of a whole memory as JSON lines, so memories move between runs and models.
+
+Line 1 is a header (`{"type": "header", "format": "insightloop.memory", ...}`); then one object per
+line: `insight` (every field, the producing model and its per-task credit), `task` (the training
+problems that credit refers to), `baseline`, `attempt`. Import is one transaction and one event:
+insights already present (same id and text) are skipped, near-duplicates of stored insights merge their
+support, the rest are added with their statistics; existing tasks, baselines and attempts win.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+
+from insightloop.memory import db
+from insightloop.memory.records import Attempt, ImportReport, Insight, TaskStats, clean_text
+
+if TYPE_CHECKING:
+    from insightloop.memory.store import MemoryStore
+
+FORMAT = "insightloop.memory"
+FORMAT_VERSION = 1
+
+
+class TaskLine(BaseModel):
+    id: str
+    family: str | None = None
+    text: str
+
+
+class BaselineLine(BaseModel):
+    task_id: str
+    rate: float = Field(ge=0, le=1)
+    n: int = Field(ge=0)
+
+
+class InsightLine(BaseModel):
+    insight: Insight
+    task_stats: list[TaskStats] = Field(default_factory=list)
+
+
+class Bundle(BaseModel):
+    """A parsed export."""
+
+    header: dict[str, Any] = Field(default_factory=dict)
+    insights: list[InsightLine] = Field(default_factory=list)
+    tasks: list[TaskLine] = Field(default_factory=list)
+    baselines: list[BaselineLine] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+
+
+def _lines(store: MemoryStore) -> list[dict[str, Any]]:
+    with store._read() as conn:
+        version = db.current_version(conn)
+        insights = [db.insight_from_row(r) for r in conn.execute(db.SELECT_INSIGHT + " ORDER BY n")]
+        stats: dict[str, list[dict[str, Any]]] = {}
+        for r in conn.execute("SELECT insight_id, task_id, uses, utility_sum, utility_sq, successes "
+                              "FROM insight_task_stats ORDER BY insight_id, task_id"):
+            stats.setdefault(r[0], []).append(dict(zip(
+                ("insight_id", "task_id", "uses", "utility_sum", "utility_sq", "successes"), r, strict=True)))
+        tasks = conn.execute("SELECT id, family, text FROM tasks ORDER BY n").fetchall()
+        baselines = conn.execute("SELECT task_id, rate, n FROM baselines ORDER BY task_id").fetchall()
+        attempts = conn.execute("SELECT id, task_id, task_text, family, text, reward, created FROM attempts "
+                                "ORDER BY n").fetchall()
+    out: list[dict[str, Any]] = [{"type": "header", "format": FORMAT, "format_version": FORMAT_VERSION,
+                                  "memory_version": version, "run_dir": str(store.run_dir)}]
+    out += [{"type": "insight", **i.model_dump(mode="json"), "task_stats": stats.get(i.id, [])} for i in insights]
+    out += [{"type": "task", "id": t[0], "family": t[1], "text": t[2]} for t in tasks]
+    out += [{"type": "baseline", "task_id": b[0], "rate": b[1], "n": b[2]} for b in baselines]
+    keys = ("id", "task_id", "task_text", "family", "text", "reward", "created")
+    out += [{"type": "attempt", **dict(zip(keys, a, strict=True))} for a in attempts]
+    return out
+
+
+def export_jsonl(store: MemoryStore, path: Path) -> int:
+    """Write one consistent snapshot of the memory to `path` (temp file, then `os.replace`)."""
+    lines = _lines(store)
+    path = path.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(lines)
+
+
+def _add_line(bundle: Bundle, data: dict[str, Any]) -> None:
+    kind = data.pop("type", None)
+    if kind == "header":
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not an insightloop memory export (format {data.get('format')!r})")
+        bundle.header = data
+    elif kind == "insight":
+        stats = data.pop("task_stats", [])
+        bundle.insights.append(InsightLine(insight=Insight.model_validate(data), task_stats=stats))
+    elif kind == "task":
+        bundle.tasks.append(TaskLine.model_validate(data))
+    elif kind == "baseline":
+        bundle.baselines.append(BaselineLine.model_validate(data))
+    elif kind == "attempt":
+        bundle.attempts.append(Attempt.model_validate(data))
+    else:
+        raise ValueError(f"unknown line type {kind!r}")
+
+
+def read_bundle(path: Path) -> Bundle:
+    """Parse and validate an export; errors name the line."""
+    bundle = Bundle()
+    with path.expanduser().open(encoding="utf-8") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                data = json.loads(raw)
+                if not isinstance(data, dict):
+                    raise ValueError("expected a JSON object")
+                _add_line(bundle, data)
+            except (ValueError, ValidationError) as e:
+                raise ValueError(f"{path}:{number}: {e}") from e
+    if not bundle.header:
+        raise ValueError(f"{path}: no header line; is this an insightloop memory export?")
+    return bundle
+
+
+class Plan(BaseModel):
+    """Incoming insights split into new ones and merges (incoming id → stored row number)."""
+
+    model_config = {"arbitrary_types_allowed": True}
+    new: list[InsightLine]
+    merges: dict[str, int]
+    skipped: int
+    vecs: dict[str, Any]
+
+
+def _rename(line: InsightLine, new_id: str) -> None:
+    line.insight = line.insight.model_copy(update={"id": new_id})
+    line.task_stats = [st.model_copy(update={"insight_id": new_id}) for st in line.task_stats]
+
+
+def _plan_insights(store: MemoryStore, bundle: Bundle) -> Plan:
+    """Embed incoming insights (outside the write transaction) and find stored near-duplicates."""
+    with store._read() as conn:
+        present = {r[0]: r[1] for r in conn.execute("SELECT id, text FROM insights")}
+    for line in bundle.insights:
+        line.insight.text = clean_text(line.insight.text, store.cfg.max_insight_chars) or line.insight.text
+    incoming = []
+    for line in bundle.insights:
+        if present.get(line.insight.id) == line.insight.text:
+            continue  # already here: an earlier import of the same memory
+        if line.insight.id in present:
+            # Same id, different lesson (ids from another run): keep both under a fresh id.
+            fresh = store._new_id("i")
+            while fresh in present:
+                fresh = store._new_id("i")
+            _rename(line, fresh)
+        incoming.append(line)
+    vecs = dict(zip([line.insight.id for line in incoming],
+                    store._embed([line.insight.text for line in incoming]), strict=True))
+    plan = Plan(new=[], merges={}, skipped=len(bundle.insights) - len(incoming), vecs=vecs)
+    for line in incoming:
+        near = store._nearest(vecs[line.insight.id])
+        if near is not None and near[1] >= store.cfg.dedup_threshold:
+            plan.merges[line.insight.id] = near[0]
+        else:
+            plan.new.append(line)
+    return plan
+
+
+def _write_insights(tx: db.Tx, bundle: Bundle, plan: Plan, report: ImportReport) -> None:
+    for line in plan.new:
+        tx.put(line.insight, plan.vecs[line.insight.id])
+        for st in line.task_stats:
+            tx.put_stat(st)
+    report.added, report.skipped = len(plan.new), plan.skipped
+    by_id = {line.insight.id: line.insight for line in bundle.insights}  # after any renaming
+    for incoming_id, n in plan.merges.items():
+        row = tx.conn.execute("SELECT id FROM insights WHERE n = ?", (n,)).fetchone()
+        existing = tx.get(row[0]) if row else None
+        if existing is None:
+            continue
+        other = by_id[incoming_id]
+        support = int(existing.meta.get("support", 1)) + int(other.meta.get("support", 1))
+        tx.put(existing.model_copy(update={
+            "source_episodes": list(dict.fromkeys(existing.source_episodes + other.source_episodes)),
+            "source_tasks": list(dict.fromkeys(existing.source_tasks + other.source_tasks)),
+            "meta": {**existing.meta, "support": support}}))
+        report.merged += 1
+
+
+def _write_others(store: MemoryStore, tx: db.Tx, bundle: Bundle, report: ImportReport,
+                  task_vecs: np.ndarray, attempt_vecs: np.ndarray) -> None:
+    for t, vec in zip(bundle.tasks, task_vecs, strict=True):
+        cur = tx.conn.execute("INSERT OR IGNORE INTO tasks (id, family, text, created, embedding) VALUES (?, ?, ?, ?, ?)",
+                              (t.id, t.family, t.text, tx.now, db.vec_blob(vec)))
+        report.tasks += cur.rowcount
+    for b in bundle.baselines:
+        cur = tx.conn.execute("INSERT OR IGNORE INTO baselines (task_id, rate, n, updated) VALUES (?, ?, ?, ?)",
+                              (b.task_id, b.rate, b.n, tx.now))
+        report.baselines += cur.rowcount
+    for a, vec in zip(bundle.attempts, attempt_vecs, strict=True):
+        if tx.conn.execute("SELECT 1 FROM attempts WHERE id = ? OR (task_id = ? AND text = ?)",
+                           (a.id, a.task_id, a.text)).fetchone():
+            continue
+        tx.conn.execute("INSERT INTO attempts (id, task_id, task_text, family, text, reward, created, embedding) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (a.id, a.task_id, a.task_text, a.family, a.text, a.reward, a.created, db.vec_blob(vec)))
+        report.attempts += 1
+
+
+def import_jsonl(store: MemoryStore, path: Path) -> ImportReport:
+    """Merge an export into `store` (see the module docstring)."""
+    bundle = read_bundle(path)
+    report = ImportReport()
+    task_vecs = store._embed([t.text for t in bundle.tasks])
+    attempt_vecs = store._embed([a.task_text for a in bundle.attempts])
+    with store._lock:
+        plan = _plan_insights(store, bundle)
+        with store._write("import") as tx:
+            _write_insights(tx, bundle, plan, report)
+            _write_others(store, tx, bundle, report, task_vecs, attempt_vecs)
+            tx.payload = {"source": str(path), "from_version": bundle.header.get("memory_version"),
+                          **report.model_dump()}
+    return report

@@ -1,0 +1,233 @@
+"""Training data for folding, built from episodes and synthesized chains.
+
+Three datasets, all as plain text in the solver's own prompt format (the chat template applied to
+`agent.search.domain.build_messages`, the assistant turn primed the way the solver primes it), so
+the weights learn exactly the distribution the solver samples from:
+
+- GRPO prompts: recent training problems, sampled with weight toward those still failed; each keeps
+  its task (the verifier is the reward) and, when one exists, a verified off-policy completion that
+  joins an all-wrong group (mixed-policy GRPO).
+- SFT examples: one correct text per task, the *longest* (thoughts-length balance).
+- DPO pairs: in one search tree, the *shortest* correct trajectory against the incorrect one that
+  shares the shortest common prefix with it; the shared steps go into the prompt, so only the
+  divergent parts are scored.
+
+Chains written by the learning loop are kept as JSON lines in `RUN_DIR/chains.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from insightloop.agent.episode import Episode, Trajectory
+from insightloop.agent.search.domain import build_messages
+from insightloop.evals.tasks import Task
+from pydantic import BaseModel, Field, ValidationError
+
+CHAINS_FILE = "chains.jsonl"
+# The solver starts every whole attempt with this assistant text (ReasoningDomain.rollout_request).
+ATTEMPT_PRIMER = "Step 1:"
+
+Render = Callable[[Task, Sequence[str]], str]
+"""Renders a task (and insights) into the prompt text the policy sees before its assistant turn."""
+
+
+class Chain(BaseModel):
+    """A reasoning chain written for a task (e.g. by the synthesizer), with the verifier's verdict."""
+
+    task: Task
+    text: str
+    verified: bool
+    source_episode: str | None = None
+    created: float = Field(default_factory=time.time)
+
+
+class GRPOPrompt(BaseModel):
+    """One GRPO prompt: the rendered text, its task, how often it is still failed, an off-policy text."""
+
+    prompt: str
+    task: Task
+    fail_rate: float = Field(ge=0.0, le=1.0)
+    offpolicy: str | None = None
+
+
+class SFTExample(BaseModel):
+    """A prompt and one correct completion for it."""
+
+    prompt: str
+    completion: str
+    task_id: str
+    source: str
+
+
+class DPOPair(BaseModel):
+    """A prompt (with any shared reasoning prefix) and the correct vs incorrect continuations."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    task_id: str
+    shared_steps: int = 0
+
+
+def append_chains(run_dir: str | Path, chains: Iterable[Chain]) -> int:
+    """Append chains to the run's chain buffer; returns how many were written."""
+    path = Path(run_dir) / CHAINS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [c.model_dump_json() + "\n" for c in chains]
+    with path.open("a", encoding="utf-8") as f:
+        f.writelines(lines)
+        f.flush()
+        os.fsync(f.fileno())
+    return len(lines)
+
+
+def load_chains(run_dir: str | Path) -> list[Chain]:
+    """Read the chain buffer. A torn last line (a crash mid-append) is skipped, not fatal."""
+    path = Path(run_dir) / CHAINS_FILE
+    if not path.exists():
+        return []
+    out: list[Chain] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            out.append(Chain.model_validate_json(line))
+        except ValidationError:
+            continue
+    return out
+
+
+def chat_render(tokenizer: object) -> Render:
+    """The solver's prompt through `tokenizer`'s chat template, up to the start of the assistant turn."""
+
+    def render(task: Task, insights: Sequence[str] = ()) -> str:
+        msgs = [m.model_dump() for m in build_messages(task, list(insights))]
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)  # type: ignore[attr-defined]
+
+    return render
+
+
+def split_primer(text: str) -> str:
+    """A full attempt text minus the primer the GRPO prompt already ends with."""
+    return text[len(ATTEMPT_PRIMER):] if text.startswith(ATTEMPT_PRIMER) else " " + text.lstrip()
+
+
+def _by_task(episodes: Iterable[Episode]) -> dict[str, list[Episode]]:
+    groups: dict[str, list[Episode]] = {}
+    for ep in sorted(episodes, key=lambda e: e.started):
+        groups.setdefault(ep.task.id, []).append(ep)
+    return groups
+
+
+def correct_texts(episodes: Sequence[Episode], chains: Sequence[Chain]) -> dict[str, list[tuple[str, str]]]:
+    """Per task id: (text, source) of every verified chain and correct trajectory."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for c in chains:
+        if c.verified and c.text.strip():
+            out.setdefault(c.task.id, []).append((c.text, "chain"))
+    for ep in episodes:
+        for t in ep.trajectories:
+            if t.correct and t.text.strip():
+                out.setdefault(ep.task.id, []).append((t.text, "trajectory"))
+    return out
+
+
+def _weighted_sample(items: list[str], weights: list[float], k: int, rng: random.Random) -> list[str]:
+    """k distinct items, drawn without replacement with probability proportional to weight."""
+    pool = list(zip(items, weights, strict=True))
+    chosen: list[str] = []
+    while pool and len(chosen) < k:
+        r = rng.random() * sum(w for _, w in pool)
+        for i, (item, w) in enumerate(pool):
+            r -= w
+            if r <= 0 or i == len(pool) - 1:
+                chosen.append(item)
+                pool.pop(i)
+                break
+    return chosen
+
+
+def build_grpo_prompts(episodes: Sequence[Episode], chains: Sequence[Chain], render: Render, n: int,
+                       rng: random.Random, insights: dict[str, list[str]] | None = None,
+                       recent: int = 64) -> list[GRPOPrompt]:
+    """Up to `n` prompts from the `recent` most recently seen tasks, weighted toward failed ones."""
+    groups = _by_task(episodes)
+    order = sorted(groups, key=lambda tid: groups[tid][-1].started, reverse=True)[:recent]
+    fail = {tid: 1.0 - sum(e.correct for e in groups[tid]) / len(groups[tid]) for tid in order}
+    # A floor weight keeps solved tasks in play, so the update does not forget them entirely.
+    picked = _weighted_sample(order, [0.25 + fail[t] for t in order], n, rng)
+    goods = correct_texts(episodes, chains)
+    out = []
+    for tid in picked:
+        task = groups[tid][-1].task
+        texts = goods.get(tid, [])
+        # The shortest correct text costs the fewest tokens in the group's forward pass.
+        off = min((t for t, _ in texts), key=len, default=None)
+        prompt = render(task, (insights or {}).get(tid, [])) + ATTEMPT_PRIMER
+        out.append(GRPOPrompt(prompt=prompt, task=task, fail_rate=fail[tid],
+                              offpolicy=None if off is None else split_primer(off)))
+    return out
+
+
+def build_sft_examples(episodes: Sequence[Episode], chains: Sequence[Chain], render: Render,
+                       insights: dict[str, list[str]] | None = None) -> list[SFTExample]:
+    """One example per task with a correct text: the longest one (thoughts-length balance)."""
+    tasks = {ep.task.id: ep.task for ep in episodes} | {c.task.id: c.task for c in chains}
+    out = []
+    for tid, texts in sorted(correct_texts(episodes, chains).items()):
+        text, source = max(texts, key=lambda ts: len(ts[0]))
+        prompt = render(tasks[tid], (insights or {}).get(tid, []))
+        out.append(SFTExample(prompt=prompt, completion=text, task_id=tid, source=source))
+    return out
+
+
+def _steps(t: Trajectory, ep: Episode) -> list[str]:
+    if t.steps:
+        return t.steps
+    return [ep.tree.nodes[i].step_text for i in t.node_ids if 0 < i < len(ep.tree.nodes)]
+
+
+def _common(a: Trajectory, b: Trajectory) -> int:
+    n = 0
+    for x, y in zip(a.node_ids, b.node_ids, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def dpo_pair(ep: Episode, render: Render, insights: Sequence[str] = ()) -> DPOPair | None:
+    """The episode's DPO pair, or None when the tree holds no correct or no incorrect attempt."""
+    good = [t for t in ep.trajectories if t.correct and t.text.strip()]
+    bad = [t for t in ep.trajectories if not t.correct and t.text.strip()]
+    if not good or not bad:
+        return None
+    chosen = min(good, key=lambda t: (len(t.text), t.n_steps))
+    rejected = min(bad, key=lambda t: (_common(chosen, t), len(t.text)))
+    k = _common(chosen, rejected)
+    prefix = "".join(_steps(chosen, ep)[:k])
+    if not (chosen.text.startswith(prefix) and rejected.text.startswith(prefix)):
+        prefix, k = "", 0
+    c, r = chosen.text[len(prefix):], rejected.text[len(prefix):]
+    if not c.strip() or not r.strip() or c == r:
+        return None
+    return DPOPair(prompt=render(ep.task, insights) + prefix, chosen=c, rejected=r,
+                   task_id=ep.task.id, shared_steps=k)
+
+
+def build_dpo_pairs(episodes: Sequence[Episode], render: Render,
+                    insights: dict[str, list[str]] | None = None) -> list[DPOPair]:
+    """One pair per episode whose tree has both a correct and an incorrect attempt."""
+    pairs = [dpo_pair(ep, render, (insights or {}).get(ep.task.id, [])) for ep in episodes]
+    return [p for p in pairs if p is not None]
+
+
+def dump_jsonl(rows: Iterable[BaseModel]) -> str:
+    """JSON lines of records (for manifests and debugging)."""
+    return "".join(json.dumps(r.model_dump(mode="json")) + "\n" for r in rows)

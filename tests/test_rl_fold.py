@@ -1,0 +1,131 @@
+"""Folding: datasets from episodes, gate rule, checkpoints (fast), and real TRL folds on SmolLM2 (real)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from insightloop.agent.config import Config
+from insightloop.agent.episode import Episode, SearchTree, Trajectory
+from insightloop.evals.tasks import Reward, Task
+from insightloop.rl import checkpoints as ck
+from insightloop.rl.data import (
+    ATTEMPT_PRIMER,
+    Chain,
+    append_chains,
+    build_dpo_pairs,
+    build_grpo_prompts,
+    build_sft_examples,
+    load_chains,
+)
+from insightloop.rl.dpo import dpo_losses
+from insightloop.rl.gate import decide
+
+
+def render(task: Task, insights=()) -> str:
+    return f"<user>{task.prompt}{'|' + ';'.join(insights) if insights else ''}</user>"
+
+
+def task(i: int, answer: str = "7") -> Task:
+    return Task(id=f"t{i}", family="toy", prompt=f"problem {i}", answer=answer, verifier="exact")
+
+
+def episode(t: Task, started: float, good: list[str], bad: list[str]) -> Episode:
+    """A tree: a shared first step, then one branch per attempt."""
+    tree = SearchTree()
+    first = tree.add(0, "Step 1: shared\n\n")
+    trajs = []
+    for text, reward in [(g, 1.0) for g in good] + [(b, 0.0) for b in bad]:
+        node = tree.add(first.id, text, reward=reward)
+        full = first.step_text + text
+        trajs.append(Trajectory(node_ids=[first.id, node.id], steps=[first.step_text, text], text=full,
+                                reward=reward))
+    correct = bool(good)
+    return Episode(id=f"e-{t.id}-{started}", task=t, tree=tree, trajectories=trajs, started=started,
+                   reward=Reward(score=1.0 if correct else 0.0))
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def test_dpo_pair_prefix_in_prompt_shortest_correct_vs_shortest_shared_prefix():
+    t = task(1)
+    ep = episode(t, 1.0, good=["Step 2: long way round\n\nAnswer: 7", "Answer: 7"], bad=["Answer: 8"])
+    # A wrong attempt that shares no step with the correct one: it must be the rejected one.
+    other = ep.tree.add(0, "Step 1: different\n\nAnswer: 9", reward=0.0)
+    ep.trajectories.append(Trajectory(node_ids=[other.id], steps=[other.step_text], text=other.step_text,
+                                      reward=0.0))
+    (pair,) = build_dpo_pairs([ep], render)
+    assert pair.chosen == "Step 1: shared\n\nAnswer: 7"  # the shorter correct one
+    assert pair.rejected == "Step 1: different\n\nAnswer: 9"
+    assert pair.shared_steps == 0 and pair.prompt == render(t)
+    # Same tree without the divergent-at-root attempt: the shared step moves into the prompt.
+    ep.trajectories.pop()
+    (pair,) = build_dpo_pairs([ep], render)
+    assert pair.prompt.endswith("Step 1: shared\n\n") and pair.shared_steps == 1
+    assert (pair.chosen, pair.rejected) == ("Answer: 7", "Answer: 8")
+
+
+def test_sft_takes_longest_correct_text_and_grpo_weights_failures(tmp_path: Path):
+    t1, t2 = task(1), task(2)
+    eps = [episode(t1, 1.0, ["Answer: 7"], []), episode(t2, 2.0, [], ["Answer: 3"])]
+    chain = Chain(task=t2, text="Step 1: careful work here\n\nAnswer: 7", verified=True)
+    unverified = Chain(task=t1, text="Step 1: a much longer unverified chain\n\nAnswer: 1", verified=False)
+    append_chains(tmp_path, [chain, unverified])
+    with (tmp_path / "chains.jsonl").open("a") as f:
+        f.write('{"task": {"id": "torn')  # a crash mid-append
+    chains = load_chains(tmp_path)
+    assert [c.text for c in chains] == [chain.text, unverified.text]
+    sft = {e.task_id: e for e in build_sft_examples(eps, chains, render)}
+    assert set(sft) == {"t1", "t2"} and sft["t2"].source == "chain"
+    assert sft["t1"].completion == "Step 1: shared\n\nAnswer: 7"
+    picks = [build_grpo_prompts(eps, chains, render, 1, random.Random(s))[0].task.id for s in range(200)]
+    assert 0.7 < picks.count("t2") / 200 < 0.95  # weights 1.25 vs 0.25
+    both = {p.task.id: p for p in build_grpo_prompts(eps, chains, render, 2, random.Random(0))}
+    assert both["t2"].offpolicy == " careful work here\n\nAnswer: 7" and both["t2"].fail_rate == 1.0
+    assert both["t2"].prompt.endswith(ATTEMPT_PRIMER)
+    with_ins = build_grpo_prompts(eps, chains, render, 2, random.Random(0), insights={"t1": ["hint"]})
+    assert any("|hint" in p.prompt for p in with_ins)
+
+
+def test_gate_rule_is_paired_and_noise_aware():
+    assert not decide([1, 1, 1, 1], [0, 0, 0, 0], 0.05, 1.0).accepted
+    assert decide([1, 0, 1, 0], [1, 0, 1, 0], 0.0, 1.0).accepted
+    noisy = decide([1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 0, 0], 0.05, 1.0)  # -1 of 6, well inside the noise
+    assert noisy.accepted and noisy.margin > 0.05
+    assert not decide([1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 0, 0], 0.05, 0.0).accepted
+    with pytest.raises(ValueError):
+        decide([], [], 0.1, 1.0)
+
+
+def test_dpo_uses_trl_losses():
+    fc = Config().fold
+    assert dpo_losses(fc) == (["robust", "sft"], [1.0, 1.0])
+    assert dpo_losses(fc.model_copy(update=dict(label_smoothing=0.0, sft_weight=0.0))) == (["sigmoid"], [1.0])
+
+
+class _Saveable:
+    def __init__(self, name: str):
+        self.name = name
+
+    def save_pretrained(self, folder: Path, **_: object) -> None:
+        (Path(folder) / f"{self.name}.json").write_text("{}")
+
+
+def test_checkpoints_atomic_current_and_rejected_keeps_manifest(tmp_path: Path):
+    assert ck.current(tmp_path) is None and ck.next_index(tmp_path) == 1
+    m = ck.Manifest(index=1, base_model="embedded", method="sft", steps=2)
+    one = ck.write_checkpoint(tmp_path, _Saveable("model"), _Saveable("tok"), m)
+    ck.set_current(tmp_path, one)
+    assert ck.current(tmp_path) == one and ck.next_index(tmp_path) == 2
+    m2 = m.model_copy(update={"index": 2})
+    two = ck.write_checkpoint(tmp_path, _Saveable("model"), _Saveable("tok"), m2)
+    ck.discard_weights(two)
+    ck.update_manifest(two, status="rejected")
+    assert [p.name for p in two.iterdir()] == ["manifest.json"]
+    assert ck.current(tmp_path) == one
+    assert [x.status for x in ck.list_checkpoints(tmp_path)] == ["pending", "rejected"]
+    with pytest.raises(FileExistsError):
+        ck.write_checkpoint(tmp_path, _Saveable("model"), _Saveable("tok"), m)
+    assert not [p for p in ck.checkpoints_dir(tmp_path).iterdir() if p.name.startswith(".")]
