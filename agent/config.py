@@ -72,12 +72,12 @@ class MemoryConfig(Strict):
     max_insight_chars: int = Field(400, ge=20)
     retire_min_uses: int = Field(6, ge=1)
     retire_z: float = Field(1.64, ge=0)
-    candidates: int = Field(64, ge=1, description="insights taken from the index by text similarity per query")
-    sim_weight: float = Field(0.5, ge=0, description="weight of text similarity for insights without credit")
-    prior_uses: float = Field(1.0, gt=0, description="pseudo-uses before neighbour utility outweighs similarity")
-    min_score: float | None = Field(0.0, description="retrieve only insights scoring above this (null: no floor)")
-    embed_device: str = Field("cpu", description="device of the sentence-transformers embedder (cpu, cuda, auto)")
-    use_gpu_index: bool = Field(True, description="search a GPU copy of the FAISS index when faiss-gpu sees a GPU")
+    candidates: int = Field(64, ge=1, description="insights taken by text similarity per query")
+    sim_weight: float = Field(0.5, ge=0, description="weight of text similarity (uncredited insights)")
+    prior_uses: float = Field(1.0, gt=0, description="pseudo-uses before utility outweighs similarity")
+    min_score: float | None = Field(0.0, description="retrieve only insights scoring above this")
+    embed_device: str = Field("cpu", description="embedder device: cpu, cuda or auto")
+    use_gpu_index: bool = Field(True, description="search on a GPU when faiss-gpu sees one")
     max_sources: int = Field(50, ge=1, description="source episode / task ids kept per insight")
 
 

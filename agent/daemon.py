@@ -699,12 +699,17 @@ class Daemon:
             self.con.close()
 
 
+def _on_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT only set the stop flag; the worker stops at its next safe point."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+
 def serve(daemon: Daemon, exit_when_idle: bool = False) -> bool:
     """Run `daemon` until SIGTERM/SIGINT (or idle, if asked): steps on a worker thread, status
     from this one. Returns True when the episode in flight had to be abandoned (the worker was
     still inside an LM call after the grace period); the caller should then exit the process."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: daemon.stop.set())
+    _on_stop_signals(daemon.stop)
     worker = threading.Thread(target=daemon.work, args=(exit_when_idle,), name="insightloop-daemon",
                               daemon=True)
     worker.start()
@@ -766,6 +771,7 @@ def run_daemon(run_dir: Path, cfg: Config, exit_when_idle: bool = False) -> bool
         write_status(run_dir, DaemonStatus(state="starting: loading models", run_dir=str(run_dir),
                                            started_at=time.time(), updated_at=time.time()))
         stop = threading.Event()
+        _on_stop_signals(stop)  # already while the models load: a stop then exits right after
         daemon = build_daemon(run_dir, cfg, stop, logger)
         return serve(daemon, exit_when_idle)
     finally:

@@ -29,13 +29,14 @@ MAX_EXPR_CHARS = 200
 MAX_NUMBER_CHARS = 40
 MAX_PUZZLE_INT = 10**12
 MATH_TIMEOUT_S = 5
+MAX_MATH_NESTING = 8  # the LaTeX grammar slows down with depth; real answers stay shallow
 
 BOOLEAN_WORDS = {"true": True, "yes": True, "valid": True, "correct": True,
                  "false": False, "no": False, "invalid": False, "incorrect": False}
 
 _ANSWER_RE = re.compile(r"\banswer\s*\**\s*[:：]", re.IGNORECASE)
 _THE_ANSWER_RE = re.compile(r"\bthe\s+(?:final\s+|correct\s+)?answer\s+is\b\s*:?\s*([^\n]*)", re.IGNORECASE)
-_LONE_LETTER_RE = re.compile(r"^[\s*]*\(?([A-Z])\)?[\s.*]*$", re.MULTILINE)
+_LONE_LETTER_RE = re.compile(r"^[ \t*]*\(?([A-Z])\)?[ \t.*]*$", re.MULTILINE)
 _NUMBER_RE = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?|[-+−]?\.\d+")
 _FRAC_RE = re.compile(r"\\[dt]?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(\d+)\s*\}")
 _WRAPPERS = "*_`'\" \t"
@@ -303,8 +304,8 @@ class BooleanVerifier(_Base):
         return Reward(score=float(value == ref), parsed_answer=str(value))
 
 
-# A power whose exponent holds another power (9^{9^9}, 9^9^9) or has five or more digits.
-_EXPONENT_RE = re.compile(r"\^\s*\{[^}]*\^|\^\s*\{?\s*[\w.]+\s*\}?\s*\^|\^\s*\{?\s*-?\d{5,}")
+# A power whose exponent holds another power (9^{9^9}, 9^9^9) or has four or more digits.
+_EXPONENT_RE = re.compile(r"\^\s*\{[^}]*\^|\^\s*\{?\s*[\w.]+\s*\}?\s*\^|\^\s*\{?\s*-?\d{4,}")
 
 
 def math_guard(answer: str) -> str | None:
@@ -317,22 +318,47 @@ def math_guard(answer: str) -> str | None:
         return "number too long"
     if "!" in answer:
         return "factorials are not allowed"
+    if _nesting_depth(answer) > MAX_MATH_NESTING:
+        return f"brackets nested deeper than {MAX_MATH_NESTING}"
     return None
+
+
+def _nesting_depth(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth -= 1
+    return deepest
+
+
+def _math_parse(text: str, timeout: int | None) -> list[Any]:
+    from math_verify import parse
+
+    # Bare LaTeX (x^{2}, \frac..) is only read inside math delimiters; plain text reads better bare.
+    forms = [f"${text}$", text] if "$" not in text and any(c in text for c in "\\^{") else [text, f"${text}$"]
+    for form in forms:
+        parsed = parse(form, parsing_timeout=timeout)
+        if parsed:
+            return parsed
+    return []
 
 
 class MathVerifier(_Base):
     """Mathematical equivalence through math-verify (the reference parsed the same way)."""
 
     def check(self, task: Task, answer: str) -> Reward:
-        from math_verify import parse, verify
+        from math_verify import verify
 
         problem = math_guard(answer)
         if problem:
             return Reward(score=0.0, parsed_answer=answer, error=problem)
         # math-verify's timeout uses SIGALRM, which only the main thread may set.
         timeout = MATH_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
-        gold = parse(self.reference(task), parsing_timeout=timeout)
-        pred = parse(answer, parsing_timeout=timeout)
+        gold = _math_parse(self.reference(task), timeout)
+        pred = _math_parse(answer, timeout)
         if not pred:
             return Reward(score=0.0, parsed_answer=answer, error="math-verify could not parse the answer")
         ok = verify(gold, pred, timeout_seconds=timeout)

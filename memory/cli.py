@@ -30,7 +30,9 @@ def _store(run_dir: Path, embedder: str, readonly: bool) -> Iterator[Any]:
     if readonly and not (run_dir / "memory.sqlite").is_file():
         raise typer.BadParameter(f"{run_dir} holds no memory.sqlite", param_hint="--run-dir")
     cfg = MemoryConfig(embedder=embedder)
-    with MemoryStore.open(run_dir, make_embedder(embedder, cfg.embed_device), cfg, readonly=readonly) as store:
+    with MemoryStore.open(
+        run_dir, make_embedder(embedder, cfg.embed_device), cfg, readonly=readonly
+    ) as store:
         yield store
 
 
@@ -57,22 +59,36 @@ def _insight_table(rows: list[Any], title: str, scores: list[float] | None = Non
     if scores is not None:
         table.add_column("sim", justify="right")
     for col in ("id", "kind", "status", "uses", "utility", "95% CI", "text"):
-        table.add_column(col, justify="right" if col in ("uses", "utility") else "left",
-                         overflow="fold" if col == "text" else "ellipsis", no_wrap=col != "text",
-                         min_width=13 if col == "id" else None)
+        table.add_column(
+            col,
+            justify="right" if col in ("uses", "utility") else "left",
+            overflow="fold" if col == "text" else "ellipsis",
+            no_wrap=col != "text",
+            min_width=13 if col == "id" else None,
+        )
     for i, ins in enumerate(rows):
         lo, hi = ins.utility_ci
-        cells = [ins.id, ins.kind, ins.status, str(ins.uses), f"{ins.utility:+.3f}", f"[{lo:+.2f}, {hi:+.2f}]",
-                 _esc(ins.text)]
+        cells = [
+            ins.id,
+            ins.kind,
+            ins.status,
+            str(ins.uses),
+            f"{ins.utility:+.3f}",
+            f"[{lo:+.2f}, {hi:+.2f}]",
+            _esc(ins.text),
+        ]
         table.add_row(*([f"{scores[i]:.3f}"] if scores is not None else []), *cells)
     return table
 
 
 @insights_app.command("list")
-def list_cmd(run_dir: Path = RUN_DIR, status: str | None = typer.Option(None, help="active, pending or retired"),
-             sort: str = typer.Option("utility", help="utility, uses or recent"),
-             limit: int | None = typer.Option(None, help="show at most this many"),
-             as_json: bool = AS_JSON) -> None:
+def list_cmd(
+    run_dir: Path = RUN_DIR,
+    status: str | None = typer.Option(None, help="active, pending or retired"),
+    sort: str = typer.Option("utility", help="utility, uses or recent"),
+    limit: int | None = typer.Option(None, help="show at most this many"),
+    as_json: bool = AS_JSON,
+) -> None:
     """List insights with their measured utility."""
     with _store(run_dir, "embedded", readonly=True) as store:
         try:
@@ -96,8 +112,14 @@ def show_cmd(insight_id: str, run_dir: Path = RUN_DIR, as_json: bool = AS_JSON) 
             raise typer.BadParameter(f"no insight {insight_id!r}", param_hint="ID") from None
         stats = store.task_stats(insight_id)
     if as_json:
-        _print_json({**ins.model_dump(mode="json"), "utility": ins.utility, "utility_ci": list(ins.utility_ci),
-                     "task_stats": [s.model_dump(mode="json") for s in stats]})
+        _print_json(
+            {
+                **ins.model_dump(mode="json"),
+                "utility": ins.utility,
+                "utility_ci": list(ins.utility_ci),
+                "task_stats": [s.model_dump(mode="json") for s in stats],
+            }
+        )
         return
     from rich.table import Table
 
@@ -113,15 +135,22 @@ def show_cmd(insight_id: str, run_dir: Path = RUN_DIR, as_json: bool = AS_JSON) 
 
 
 @insights_app.command("search")
-def search_cmd(text: str, run_dir: Path = RUN_DIR, k: int = typer.Option(10, "-k", help="how many"),
-               embedder: str = EMBEDDER, as_json: bool = AS_JSON) -> None:
+def search_cmd(
+    text: str,
+    run_dir: Path = RUN_DIR,
+    k: int = typer.Option(10, "-k", help="how many"),
+    embedder: str = EMBEDDER,
+    as_json: bool = AS_JSON,
+) -> None:
     """Insights whose text is most similar to TEXT."""
     with _store(run_dir, embedder, readonly=True) as store:
         hits = store.search(text, k)
     if as_json:
         _print_json([{"score": s, **ins.model_dump(mode="json")} for ins, s in hits])
     else:
-        _console().print(_insight_table([h[0] for h in hits], f"insights like {text!r}", [h[1] for h in hits]))
+        _console().print(
+            _insight_table([h[0] for h in hits], f"insights like {text!r}", [h[1] for h in hits])
+        )
 
 
 @insights_app.command("diff")
@@ -151,7 +180,9 @@ def diff_cmd(v1: int, v2: int, run_dir: Path = RUN_DIR, as_json: bool = AS_JSON)
 
 
 @insights_app.command("rollback")
-def rollback_cmd(version: int, run_dir: Path = RUN_DIR, embedder: str = EMBEDDER, as_json: bool = AS_JSON) -> None:
+def rollback_cmd(
+    version: int, run_dir: Path = RUN_DIR, embedder: str = EMBEDDER, as_json: bool = AS_JSON
+) -> None:
     """Restore the insights exactly as they were at VERSION (recorded as a new version)."""
     with _store(run_dir, embedder, readonly=False) as store:
         try:
@@ -176,7 +207,9 @@ def export_cmd(path: Path, run_dir: Path = RUN_DIR, as_json: bool = AS_JSON) -> 
 
 
 @insights_app.command("import")
-def import_cmd(path: Path, run_dir: Path = RUN_DIR, embedder: str = EMBEDDER, as_json: bool = AS_JSON) -> None:
+def import_cmd(
+    path: Path, run_dir: Path = RUN_DIR, embedder: str = EMBEDDER, as_json: bool = AS_JSON
+) -> None:
     """Merge a JSON-lines export into this run's memory."""
     if not path.is_file():
         raise typer.BadParameter(f"{path} does not exist", param_hint="PATH")
@@ -189,5 +222,7 @@ def import_cmd(path: Path, run_dir: Path = RUN_DIR, embedder: str = EMBEDDER, as
     if as_json:
         _print_json({**report.model_dump(), "version": version})
     else:
-        print(f"imported: {report.added} added, {report.merged} merged, {report.skipped} skipped, "
-              f"{report.tasks} tasks, {report.baselines} baselines, {report.attempts} attempts; now v{version}")
+        print(
+            f"imported: {report.added} added, {report.merged} merged, {report.skipped} skipped, "
+            f"{report.tasks} tasks, {report.baselines} baselines, {report.attempts} attempts; now v{version}"
+        )

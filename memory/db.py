@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from insightloop.memory.records import Insight, TaskStats
 
 SCHEMA_VERSION = 1
@@ -105,9 +104,25 @@ CREATE TABLE IF NOT EXISTS kv (
 );
 """
 
-INSIGHT_COLUMNS = ("id", "text", "kind", "applies_when", "family", "status", "uses", "utility_sum",
-                   "utility_sq", "successes", "source_episodes", "source_tasks", "model", "created",
-                   "version", "absorbed", "meta")
+INSIGHT_COLUMNS = (
+    "id",
+    "text",
+    "kind",
+    "applies_when",
+    "family",
+    "status",
+    "uses",
+    "utility_sum",
+    "utility_sq",
+    "successes",
+    "source_episodes",
+    "source_tasks",
+    "model",
+    "created",
+    "version",
+    "absorbed",
+    "meta",
+)
 _JSON_FIELDS = ("source_episodes", "source_tasks", "meta")
 SELECT_INSIGHT = "SELECT " + ", ".join(INSIGHT_COLUMNS) + " FROM insights"
 
@@ -118,12 +133,18 @@ def connect(path: Path, readonly: bool) -> sqlite3.Connection:
     if readonly:
         if not path.is_file():
             raise FileNotFoundError(f"no memory at {path}")
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+        )
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
-                               timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if not readonly:
         conn.execute("PRAGMA journal_mode = WAL")
@@ -176,8 +197,9 @@ class Tx:
         row = self.conn.execute(SELECT_INSIGHT + " WHERE id = ?", (insight_id,)).fetchone()
         return insight_from_row(row) if row else None
 
-    def put(self, ins: Insight, vec: np.ndarray | None = None, restamp: bool = True,
-            n: int | None = None) -> Insight:
+    def put(
+        self, ins: Insight, vec: np.ndarray | None = None, restamp: bool = True, n: int | None = None
+    ) -> Insight:
         """Insert or update an insight (stamped with this version unless `restamp` is False, as
         when a rollback restores an old row). `vec` None keeps the stored embedding."""
         if restamp:
@@ -188,7 +210,8 @@ class Tx:
             f"INSERT INTO insights ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
             f"ON CONFLICT(id) DO UPDATE SET {updates}, "
             "embedding = COALESCE(excluded.embedding, insights.embedding)",
-            (n, *insight_params(ins), self.version, vec_blob(vec)))
+            (n, *insight_params(ins), self.version, vec_blob(vec)),
+        )
         stored_n = self.conn.execute("SELECT n FROM insights WHERE id = ?", (ins.id,)).fetchone()[0]
         self.rows[ins.id] = {**ins.model_dump(mode="json"), "_n": stored_n}
         return ins
@@ -200,22 +223,32 @@ class Tx:
     def stat(self, insight_id: str, task_id: str) -> TaskStats | None:
         row = self.conn.execute(
             "SELECT uses, utility_sum, utility_sq, successes FROM insight_task_stats "
-            "WHERE insight_id = ? AND task_id = ?", (insight_id, task_id)).fetchone()
+            "WHERE insight_id = ? AND task_id = ?",
+            (insight_id, task_id),
+        ).fetchone()
         if row is None:
             return None
-        return TaskStats(insight_id=insight_id, task_id=task_id, uses=row[0], utility_sum=row[1],
-                         utility_sq=row[2], successes=row[3])
+        return TaskStats(
+            insight_id=insight_id,
+            task_id=task_id,
+            uses=row[0],
+            utility_sum=row[1],
+            utility_sq=row[2],
+            successes=row[3],
+        )
 
     def put_stat(self, st: TaskStats) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO insight_task_stats (insight_id, task_id, uses, utility_sum, utility_sq, "
             "successes) VALUES (?, ?, ?, ?, ?, ?)",
-            (st.insight_id, st.task_id, st.uses, st.utility_sum, st.utility_sq, st.successes))
+            (st.insight_id, st.task_id, st.uses, st.utility_sum, st.utility_sq, st.successes),
+        )
         self.stats[(st.insight_id, st.task_id)] = st.model_dump(mode="json")
 
     def delete_stat(self, insight_id: str, task_id: str) -> None:
-        self.conn.execute("DELETE FROM insight_task_stats WHERE insight_id = ? AND task_id = ?",
-                          (insight_id, task_id))
+        self.conn.execute(
+            "DELETE FROM insight_task_stats WHERE insight_id = ? AND task_id = ?", (insight_id, task_id)
+        )
         self.stats[(insight_id, task_id)] = None
 
     def event_payload(self) -> str:
@@ -235,8 +268,10 @@ def write(conn: sqlite3.Connection, kind: str, clock: Callable[[], float]) -> It
     try:
         tx = Tx(conn, current_version(conn) + 1, clock(), kind)
         yield tx
-        conn.execute("INSERT INTO events (version, ts, kind, payload) VALUES (?, ?, ?, ?)",
-                     (tx.version, tx.now, tx.kind, tx.event_payload()))
+        conn.execute(
+            "INSERT INTO events (version, ts, kind, payload) VALUES (?, ?, ?, ?)",
+            (tx.version, tx.now, tx.kind, tx.event_payload()),
+        )
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

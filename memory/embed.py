@@ -55,8 +55,14 @@ class SentenceTransformerEmbedder:
     Loading is lazy so that commands which never embed (listing, diffing) stay fast.
     """
 
-    def __init__(self, model_path_or_name: str, device: str = "cpu", batch_size: int = 64,
-                 cache_size: int = 8192, name: str | None = None) -> None:
+    def __init__(
+        self,
+        model_path_or_name: str,
+        device: str = "cpu",
+        batch_size: int = 64,
+        cache_size: int = 8192,
+        name: str | None = None,
+    ) -> None:
         self.path = model_path_or_name
         self.device = device
         self.batch_size = batch_size
@@ -91,8 +97,13 @@ class SentenceTransformerEmbedder:
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
             if missing:
-                vecs = self._load().encode(missing, batch_size=self.batch_size, normalize_embeddings=True,
-                                           convert_to_numpy=True, show_progress_bar=False)
+                vecs = self._load().encode(
+                    missing,
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
                 for text, vec in zip(missing, normalize_rows(vecs), strict=True):
                     self._cache[text] = vec
             out = np.empty((len(texts), self.dim), dtype=np.float32)

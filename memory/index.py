@@ -20,12 +20,17 @@ from typing import Any
 import numpy as np
 
 log = logging.getLogger(__name__)
+_BLAS_THRESHOLD = 20
 _PARALLEL_WORK = 2_000_000  # query rows × indexed vectors above which searching uses all threads
 
 
 def _faiss() -> Any:
     import faiss
 
+    # Recent faiss builds raised the query count at which flat search switches to BLAS to 128000,
+    # which leaves batched searches 10-20x slower than a matrix product; use the classic 20.
+    if faiss.cvar.distance_compute_blas_threshold > _BLAS_THRESHOLD:
+        faiss.cvar.distance_compute_blas_threshold = _BLAS_THRESHOLD
     return faiss
 
 
@@ -113,20 +118,23 @@ class VectorIndex:
                 return self._cpu
         return self._gpu if self._gpu is not None else self._cpu
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) per query row; rows are padded with id -1 when fewer exist."""
+    def search(
+        self, queries: np.ndarray, k: int, threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) per query row; rows are padded with id -1 when fewer exist.
+        `threads` caps the OpenMP threads (default: one for small searches, all otherwise)."""
         queries = self._check(queries)
         k = min(k, len(self))
         if k <= 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.float32), empty.astype(np.int64)
         faiss = _faiss()
-        if len(queries) * len(self) >= _PARALLEL_WORK:
+        if threads is None and len(queries) * len(self) >= _PARALLEL_WORK:
             return self._searcher().search(queries, k)
         # Small searches run on one thread: starting an OpenMP team costs more than the work,
         # and far more on a busy machine where the team's threads wait for cores.
         threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
+        faiss.omp_set_num_threads(threads or 1)
         try:
             return self._searcher().search(queries, k)
         finally:
@@ -137,13 +145,24 @@ class VectorIndex:
         whose size/CRC no longer match, which `load` treats as corrupt)."""
         faiss = _faiss()
         _write_atomic(path, lambda tmp: faiss.write_index(self._cpu, tmp))
-        meta = {**stamp, "dim": self.dim, "count": len(self), "bytes": path.stat().st_size, "crc32": _crc32(path)}
+        meta = {
+            **stamp,
+            "dim": self.dim,
+            "count": len(self),
+            "bytes": path.stat().st_size,
+            "crc32": _crc32(path),
+        }
         stamp_path = path.with_name(path.name + ".json")
         _write_atomic(stamp_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
 
     @classmethod
-    def load(cls, path: Path, dim: int, stamp: dict[str, Any], use_gpu: bool = True,
-             ) -> tuple[VectorIndex | None, str]:
+    def load(
+        cls,
+        path: Path,
+        dim: int,
+        stamp: dict[str, Any],
+        use_gpu: bool = True,
+    ) -> tuple[VectorIndex | None, str]:
         """The saved index if its stamp matches `stamp` and the file is intact, else (None, reason)."""
         stamp_path = path.with_name(path.name + ".json")
         if not path.exists():

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, Field
-
 from insightloop.memory.records import Insight
+from pydantic import BaseModel, Field
 
 
 class NeighbourCredit(BaseModel):
@@ -60,8 +59,9 @@ def _evidence(credit: list[NeighbourCredit]) -> tuple[float, float]:
     return n_eff, (weighted / n_eff if n_eff > 0 else 0.0)
 
 
-def score_candidates(candidates: list[Candidate], *, train: bool, ucb_c: float, sim_weight: float,
-                     prior_uses: float) -> list[ScoredInsight]:
+def score_candidates(
+    candidates: list[Candidate], *, train: bool, ucb_c: float, sim_weight: float, prior_uses: float
+) -> list[ScoredInsight]:
     """Score every candidate (see the module docstring); best first, ties broken by id."""
     evidence = [_evidence(c.credit) for c in candidates]
     total = sum(n for n, _ in evidence)
@@ -70,14 +70,23 @@ def score_candidates(candidates: list[Candidate], *, train: bool, ucb_c: float, 
         trust = n_eff / (n_eff + prior_uses) if n_eff + prior_uses > 0 else 1.0
         score = trust * u_local + (1.0 - trust) * sim_weight * cand.similarity
         bonus = ucb_c * math.sqrt(math.log(2.0 + total) / (1.0 + n_eff)) if train else 0.0
-        out.append(ScoredInsight(insight=cand.insight, score=score + bonus, utility=u_local, n_eff=n_eff,
-                                 similarity=cand.similarity, bonus=bonus))
+        out.append(
+            ScoredInsight(
+                insight=cand.insight,
+                score=score + bonus,
+                utility=u_local,
+                n_eff=n_eff,
+                similarity=cand.similarity,
+                bonus=bonus,
+            )
+        )
     out.sort(key=lambda s: (-s.score, s.insight.id))
     return out
 
 
-def select(scored: list[ScoredInsight], k: int, token_budget: int | None,
-           min_score: float | None) -> list[ScoredInsight]:
+def select(
+    scored: list[ScoredInsight], k: int, token_budget: int | None, min_score: float | None
+) -> list[ScoredInsight]:
     """The first `k` that score above `min_score` and fit the token budget together (an insight
     too long for what is left is skipped, a shorter one after it may still fit)."""
     chosen: list[ScoredInsight] = []

@@ -26,7 +26,6 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-
 from insightloop.agent.config import MemoryConfig
 from insightloop.agent.episode import Episode
 from insightloop.evals.tasks import Task
@@ -85,8 +84,16 @@ class MemoryStore:
     Open with `MemoryStore.open(run_dir, embedder, cfg)`; use as a context manager or `close()`.
     """
 
-    def __init__(self, run_dir: Path, conn: sqlite3.Connection, embedder: Embedder, cfg: MemoryConfig,
-                 readonly: bool, clock: Callable[[], float], rng: random.Random | None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        conn: sqlite3.Connection,
+        embedder: Embedder,
+        cfg: MemoryConfig,
+        readonly: bool,
+        clock: Callable[[], float],
+        rng: random.Random | None,
+    ) -> None:
         self.run_dir = run_dir
         self.cfg = cfg
         self.embedder = embedder
@@ -104,9 +111,15 @@ class MemoryStore:
         self._closed = False
 
     @classmethod
-    def open(cls, run_dir: str | Path, embedder: Embedder, cfg: MemoryConfig | None = None,
-             readonly: bool = False, clock: Callable[[], float] = time.time,
-             rng: random.Random | None = None) -> MemoryStore:
+    def open(
+        cls,
+        run_dir: str | Path,
+        embedder: Embedder,
+        cfg: MemoryConfig | None = None,
+        readonly: bool = False,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> MemoryStore:
         """Open (a writer creates) the memory in `run_dir`. Nothing is embedded or indexed until a
         query needs it, so opening to list or diff never loads the embedding model."""
         run_dir = Path(run_dir).expanduser().resolve()
@@ -116,8 +129,9 @@ class MemoryStore:
     def __enter__(self) -> MemoryStore:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -176,16 +190,12 @@ class MemoryStore:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
         return np.asarray(self.embedder.encode(texts), dtype=np.float32).reshape(len(texts), -1)
 
-    def _vec(self, blob: bytes | None, text: str) -> np.ndarray:
-        vec = db.blob_vec(blob, self.embedder.dim) if self._vectors_ok else None
-        return vec if vec is not None else self._embed([text])[0]
-
     def _vecs(self, rows: list[tuple[bytes | None, str]]) -> np.ndarray:
         """Stored vectors where valid; the texts of the rest are embedded in one batch."""
         dim = self.embedder.dim
         out = np.zeros((len(rows), dim), dtype=np.float32)
         missing = []
-        for i, (blob, text) in enumerate(rows):
+        for i, (blob, _) in enumerate(rows):
             vec = db.blob_vec(blob, dim) if self._vectors_ok else None
             if vec is None:
                 missing.append(i)
@@ -202,8 +212,11 @@ class MemoryStore:
         in memory instead."""
         probe = self._embed([_PROBE])[0]
         stored = self.kv_get(_EMBEDDER_KEY)
-        same = (stored is not None and stored.get("dim") == len(probe)
-                and float(np.dot(np.asarray(stored["probe"], dtype=np.float32), probe)) >= 0.999)
+        same = (
+            stored is not None
+            and stored.get("dim") == len(probe)
+            and float(np.dot(np.asarray(stored["probe"], dtype=np.float32), probe)) >= 0.999
+        )
         if same:
             return
         if self.readonly:
@@ -212,8 +225,14 @@ class MemoryStore:
         self._vectors_ok = False
         self._reembed_all()
         self._vectors_ok = True
-        self.kv_set(_EMBEDDER_KEY, {"dim": len(probe), "probe": probe.tolist(),
-                                    "name": getattr(self.embedder, "name", type(self.embedder).__name__)})
+        self.kv_set(
+            _EMBEDDER_KEY,
+            {
+                "dim": len(probe),
+                "probe": probe.tolist(),
+                "name": getattr(self.embedder, "name", type(self.embedder).__name__),
+            },
+        )
 
     def _reembed_all(self) -> None:
         for table, text_col in (("insights", "text"), ("tasks", "text"), ("attempts", "task_text")):
@@ -225,8 +244,10 @@ class MemoryStore:
             with self._lock:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    self._conn.executemany(f"UPDATE {table} SET embedding = ? WHERE n = ?",
-                                           [(db.vec_blob(v), r[0]) for r, v in zip(rows, vecs, strict=True)])
+                    self._conn.executemany(
+                        f"UPDATE {table} SET embedding = ? WHERE n = ?",
+                        [(db.vec_blob(v), r[0]) for r, v in zip(rows, vecs, strict=True)],
+                    )
                     self._conn.execute("COMMIT")
                 except BaseException:
                     if self._conn.in_transaction:
@@ -250,8 +271,9 @@ class MemoryStore:
             if loaded is None or not self._vectors_ok:
                 rows = conn.execute("SELECT n, embedding, text FROM insights").fetchall()
                 loaded = VectorIndex(dim, use_gpu)
-                loaded.add(np.array([r[0] for r in rows], dtype=np.int64),
-                           self._vecs([(r[1], r[2]) for r in rows]))
+                loaded.add(
+                    np.array([r[0] for r in rows], dtype=np.int64), self._vecs([(r[1], r[2]) for r in rows])
+                )
                 self.index_state = f"rebuilt ({reason if reason != 'loaded' else 'embedder changed'})"
             else:
                 self.index_state = "loaded"
@@ -265,12 +287,14 @@ class MemoryStore:
 
     def _load_catalogs(self, conn: sqlite3.Connection) -> None:
         assert self._tasks is not None and self._attempts is not None
-        tasks = conn.execute("SELECT n, id, embedding, text FROM tasks WHERE n > ?",
-                             (self._tasks.max_n,)).fetchall()
+        tasks = conn.execute(
+            "SELECT n, id, embedding, text FROM tasks WHERE n > ?", (self._tasks.max_n,)
+        ).fetchall()
         vecs = self._vecs([(r[2], r[3]) for r in tasks])
         self._tasks.add([(r[0], r[1], v) for r, v in zip(tasks, vecs, strict=True)])
-        attempts = conn.execute("SELECT n, id, embedding, task_text FROM attempts WHERE n > ?",
-                                (self._attempts.max_n,)).fetchall()
+        attempts = conn.execute(
+            "SELECT n, id, embedding, task_text FROM attempts WHERE n > ?", (self._attempts.max_n,)
+        ).fetchall()
         vecs = self._vecs([(r[2], r[3]) for r in attempts])
         self._attempts.add([(r[0], r[1], v) for r, v in zip(attempts, vecs, strict=True)])
 
@@ -281,12 +305,14 @@ class MemoryStore:
             version = db.current_version(conn)
             if version == self._seen:
                 return
-            rows = conn.execute("SELECT n, embedding, text FROM insights WHERE touched > ?",
-                                (self._seen,)).fetchall()
+            rows = conn.execute(
+                "SELECT n, embedding, text FROM insights WHERE touched > ?", (self._seen,)
+            ).fetchall()
             ns = np.array([r[0] for r in rows], dtype=np.int64)
             self._insights.upsert(ns, self._vecs([(r[1], r[2]) for r in rows]))
-            if conn.execute("SELECT 1 FROM events WHERE version > ? AND kind = 'rollback' LIMIT 1",
-                            (self._seen,)).fetchone():
+            if conn.execute(
+                "SELECT 1 FROM events WHERE version > ? AND kind = 'rollback' LIMIT 1", (self._seen,)
+            ).fetchone():
                 present = {r[0] for r in conn.execute("SELECT n FROM insights")}
                 gone = [n for n in self._insights.ids().tolist() if n not in present]
                 self._insights.remove(np.array(gone, dtype=np.int64))
@@ -316,7 +342,9 @@ class MemoryStore:
         if self.readonly:
             raise ReadOnlyError("this memory was opened read-only")
         with self._lock:
-            self._conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+            self._conn.execute(
+                "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, json.dumps(value))
+            )
 
     # ---- insights: reading -------------------------------------------------------------------
     def get(self, insight_id: str) -> Insight:
@@ -327,8 +355,13 @@ class MemoryStore:
             raise KeyError(f"no insight {insight_id!r}")
         return db.insight_from_row(row)
 
-    def list_insights(self, status: InsightStatus | None = None, sort: str = "utility",
-                      limit: int | None = None, family: str | None = None) -> list[Insight]:
+    def list_insights(
+        self,
+        status: InsightStatus | None = None,
+        sort: str = "utility",
+        limit: int | None = None,
+        family: str | None = None,
+    ) -> list[Insight]:
         """Insights, optionally of one status / family, sorted by utility, uses or recency."""
         if sort not in _SORTS:
             raise ValueError(f"sort must be one of {sorted(_SORTS)}, got {sort!r}")
@@ -339,7 +372,12 @@ class MemoryStore:
         if family is not None:
             where.append("family = ?")
             args.append(family)
-        sql = db.SELECT_INSIGHT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY " + _SORTS[sort]
+        sql = (
+            db.SELECT_INSIGHT
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY "
+            + _SORTS[sort]
+        )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         with self._read() as conn:
@@ -356,7 +394,9 @@ class MemoryStore:
         rows = conn.execute(f"SELECT n, embedding, {cols} FROM insights WHERE n IN ({marks})", ns)
         return {r[0]: (db.insight_from_row(r[2:]), r[1]) for r in rows}
 
-    def search(self, text: str, k: int = 10, status: InsightStatus | None = None) -> list[tuple[Insight, float]]:
+    def search(
+        self, text: str, k: int = 10, status: InsightStatus | None = None
+    ) -> list[tuple[Insight, float]]:
         """Plain cosine similarity of insight texts to `text`, best first (any status unless given)."""
         if k <= 0:
             return []
@@ -369,23 +409,28 @@ class MemoryStore:
                 scores, ids = self._insights.search(q, fetch)
                 with self._read() as conn:
                     found = self._by_n(conn, [int(i) for i in ids[0] if i >= 0])
-                hits = [(found[int(i)], float(s)) for s, i in zip(scores[0], ids[0], strict=True)
-                        if int(i) in found and (status is None or found[int(i)].status == status)]
+                hits = [
+                    (found[int(i)], float(s))
+                    for s, i in zip(scores[0], ids[0], strict=True)
+                    if int(i) in found and (status is None or found[int(i)].status == status)
+                ]
                 if len(hits) >= k or fetch >= len(self._insights):
                     return hits[:k]
                 fetch *= 4
 
     # ---- insights: CORE retrieval ------------------------------------------------------------
-    def retrieve(self, task: Task, k: int | None = None, train: bool = False,
-                 token_budget: int | None = None) -> list[Insight]:
+    def retrieve(
+        self, task: Task, k: int | None = None, train: bool = False, token_budget: int | None = None
+    ) -> list[Insight]:
         """The active insights to put in the prompt for `task` (see `memory.retrieval`): scored
         by utility on the nearest credited problems, blended with text similarity, plus a UCB
         bonus when `train`; at most `k` (default cfg.top_k) within `token_budget` prompt tokens
         (default cfg.prompt_token_budget; 0 means no limit)."""
         return [s.insight for s in self.explain_retrieval(task, k, train, token_budget)]
 
-    def explain_retrieval(self, task: Task, k: int | None = None, train: bool = False,
-                          token_budget: int | None = None) -> list[ScoredInsight]:
+    def explain_retrieval(
+        self, task: Task, k: int | None = None, train: bool = False, token_budget: int | None = None
+    ) -> list[ScoredInsight]:
         """`retrieve` with the parts of each score (utility, effective uses, similarity, bonus)."""
         k = self.cfg.top_k if k is None else k
         budget = self.cfg.prompt_token_budget if token_budget is None else token_budget
@@ -395,8 +440,13 @@ class MemoryStore:
         with self._lock:
             self._ensure_indexes()
             candidates = self._candidates(q)
-        scored = score_candidates(candidates, train=train, ucb_c=self.cfg.ucb_c, sim_weight=self.cfg.sim_weight,
-                                  prior_uses=self.cfg.prior_uses)
+        scored = score_candidates(
+            candidates,
+            train=train,
+            ucb_c=self.cfg.ucb_c,
+            sim_weight=self.cfg.sim_weight,
+            prior_uses=self.cfg.prior_uses,
+        )
         return select(scored, k, budget or None, self.cfg.min_score)
 
     def _neighbours(self, q: np.ndarray) -> dict[str, float]:
@@ -414,19 +464,26 @@ class MemoryStore:
             if neighbours:
                 marks = ",".join("?" * len(neighbours))
                 for iid, tid, uses, usum in conn.execute(
-                        "SELECT insight_id, task_id, uses, utility_sum FROM insight_task_stats "
-                        f"WHERE task_id IN ({marks})", list(neighbours)):
-                    credit.setdefault(iid, []).append(NeighbourCredit(
-                        task_id=tid, similarity=neighbours[tid], uses=uses, utility_sum=usum))
+                    "SELECT insight_id, task_id, uses, utility_sum FROM insight_task_stats "
+                    f"WHERE task_id IN ({marks})",
+                    list(neighbours),
+                ):
+                    credit.setdefault(iid, []).append(
+                        NeighbourCredit(task_id=tid, similarity=neighbours[tid], uses=uses, utility_sum=usum)
+                    )
             ns = {int(n) for n in near[0] if n >= 0}
             if credit:
                 marks = ",".join("?" * len(credit))
-                ns |= {r[0] for r in conn.execute(f"SELECT n FROM insights WHERE id IN ({marks})", list(credit))}
+                ns |= {
+                    r[0] for r in conn.execute(f"SELECT n FROM insights WHERE id IN ({marks})", list(credit))
+                }
             found = [v for v in self._rows_by_n(conn, sorted(ns)).values() if v[0].status == "active"]
         vecs = self._vecs([(blob, ins.text) for ins, blob in found])
         sims = vecs @ q[0] if found else np.zeros(0)
-        return [Candidate(insight=ins, similarity=float(sim), credit=credit.get(ins.id, []))
-                for (ins, _), sim in zip(found, sims, strict=True)]
+        return [
+            Candidate(insight=ins, similarity=float(sim), credit=credit.get(ins.id, []))
+            for (ins, _), sim in zip(found, sims, strict=True)
+        ]
 
     # ---- insights: lifecycle -----------------------------------------------------------------
     def _nearest(self, vec: np.ndarray) -> tuple[int, float] | None:
@@ -440,12 +497,20 @@ class MemoryStore:
     def _append_source(self, values: list[str], new: str | None) -> list[str]:
         if not new or new in values:
             return values
-        return (values + [new])[-self.cfg.max_sources:]
+        return (values + [new])[-self.cfg.max_sources :]
 
-    def add_insight(self, text: str, kind: InsightKind = "strategy", applies_when: str = "",
-                    family: str | None = None, source_episode: str | None = None,
-                    source_task: str | None = None, model: str = "", meta: dict[str, Any] | None = None,
-                    status: InsightStatus = "pending") -> tuple[Insight, bool]:
+    def add_insight(
+        self,
+        text: str,
+        kind: InsightKind = "strategy",
+        applies_when: str = "",
+        family: str | None = None,
+        source_episode: str | None = None,
+        source_task: str | None = None,
+        model: str = "",
+        meta: dict[str, Any] | None = None,
+        status: InsightStatus = "pending",
+    ) -> tuple[Insight, bool]:
         """Add a candidate insight (cleaned and length-capped); True if it is new. A near-duplicate
         (cosine >= cfg.dedup_threshold with any stored insight, retired ones included, so a harmful
         lesson is not readmitted under new wording) merges its support into the existing one."""
@@ -463,18 +528,33 @@ class MemoryStore:
                     existing = tx.get(with_n[0]) if with_n else None
                 if existing is not None:
                     return self._merge(tx, existing, source_episode, source_task, near[1]), False  # type: ignore[index]
-                ins = Insight(id=self._fresh_id(tx), text=text, kind=kind, applies_when=applies_when, family=family,
-                              status=status, source_episodes=[source_episode] if source_episode else [],
-                              source_tasks=[source_task] if source_task else [], model=model,
-                              created=tx.now, meta=dict(meta or {}))
+                ins = Insight(
+                    id=self._fresh_id(tx),
+                    text=text,
+                    kind=kind,
+                    applies_when=applies_when,
+                    family=family,
+                    status=status,
+                    source_episodes=[source_episode] if source_episode else [],
+                    source_tasks=[source_task] if source_task else [],
+                    model=model,
+                    created=tx.now,
+                    meta=dict(meta or {}),
+                )
                 tx.payload = {"insight_id": ins.id, "status": status, "text": text}
                 return tx.put(ins, vec), True
 
-    def _merge(self, tx: db.Tx, existing: Insight, episode: str | None, task: str | None, sim: float) -> Insight:
+    def _merge(
+        self, tx: db.Tx, existing: Insight, episode: str | None, task: str | None, sim: float
+    ) -> Insight:
         meta = {**existing.meta, "support": int(existing.meta.get("support", 1)) + 1}
-        merged = existing.model_copy(update={
-            "source_episodes": self._append_source(existing.source_episodes, episode),
-            "source_tasks": self._append_source(existing.source_tasks, task), "meta": meta})
+        merged = existing.model_copy(
+            update={
+                "source_episodes": self._append_source(existing.source_episodes, episode),
+                "source_tasks": self._append_source(existing.source_tasks, task),
+                "meta": meta,
+            }
+        )
         tx.kind = "merge"
         tx.payload = {"insight_id": existing.id, "similarity": round(sim, 4), "support": meta["support"]}
         return tx.put(merged)
@@ -486,8 +566,14 @@ class MemoryStore:
             known = conn.execute("SELECT 1 FROM tasks WHERE id = ?", (task.id,)).fetchone()
         return None if known else self._embed([task.prompt])[0]
 
-    def credit(self, insight_ids: list[str], task: Task, reward: float, baseline: float,
-               episode_id: str | None = None) -> list[str]:
+    def credit(
+        self,
+        insight_ids: list[str],
+        task: Task,
+        reward: float,
+        baseline: float,
+        episode_id: str | None = None,
+    ) -> list[str]:
         """Add `reward − baseline` to each insight's statistics, overall and on this task; returns
         the ids credited (ids no longer in memory, e.g. after a rollback, are skipped)."""
         ids = list(dict.fromkeys(insight_ids))
@@ -497,36 +583,72 @@ class MemoryStore:
         vec = self._register_task(task)
         with self._write("credit") as tx:
             if vec is not None:
-                tx.conn.execute("INSERT OR IGNORE INTO tasks (id, family, text, created, embedding) "
-                                "VALUES (?, ?, ?, ?, ?)", (task.id, task.family, task.prompt, tx.now, db.vec_blob(vec)))
+                tx.conn.execute(
+                    "INSERT OR IGNORE INTO tasks (id, family, text, created, embedding) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (task.id, task.family, task.prompt, tx.now, db.vec_blob(vec)),
+                )
             done = []
             for iid in ids:
                 ins = tx.get(iid)
                 if ins is None:
                     continue
-                tx.put(ins.model_copy(update={
-                    "uses": ins.uses + 1, "utility_sum": ins.utility_sum + delta,
-                    "utility_sq": ins.utility_sq + delta * delta, "successes": ins.successes + int(reward >= 1.0)}))
+                tx.put(
+                    ins.model_copy(
+                        update={
+                            "uses": ins.uses + 1,
+                            "utility_sum": ins.utility_sum + delta,
+                            "utility_sq": ins.utility_sq + delta * delta,
+                            "successes": ins.successes + int(reward >= 1.0),
+                        }
+                    )
+                )
                 st = tx.stat(iid, task.id) or TaskStats(insight_id=iid, task_id=task.id)
-                tx.put_stat(st.model_copy(update={
-                    "uses": st.uses + 1, "utility_sum": st.utility_sum + delta,
-                    "utility_sq": st.utility_sq + delta * delta, "successes": st.successes + int(reward >= 1.0)}))
+                tx.put_stat(
+                    st.model_copy(
+                        update={
+                            "uses": st.uses + 1,
+                            "utility_sum": st.utility_sum + delta,
+                            "utility_sq": st.utility_sq + delta * delta,
+                            "successes": st.successes + int(reward >= 1.0),
+                        }
+                    )
+                )
                 done.append(iid)
-            tx.payload = {"insight_ids": done, "task_id": task.id, "episode_id": episode_id,
-                          "reward": reward, "baseline": baseline, "delta": delta,
-                          "missing": [i for i in ids if i not in done]}
+            tx.payload = {
+                "insight_ids": done,
+                "task_id": task.id,
+                "episode_id": episode_id,
+                "reward": reward,
+                "baseline": baseline,
+                "delta": delta,
+                "missing": [i for i in ids if i not in done],
+            }
         return done
 
     def task_stats(self, insight_id: str) -> list[TaskStats]:
         """An insight's credit per task."""
         with self._read() as conn:
-            rows = conn.execute("SELECT task_id, uses, utility_sum, utility_sq, successes FROM insight_task_stats "
-                                "WHERE insight_id = ? ORDER BY task_id", (insight_id,)).fetchall()
-        return [TaskStats(insight_id=insight_id, task_id=r[0], uses=r[1], utility_sum=r[2], utility_sq=r[3],
-                          successes=r[4]) for r in rows]
+            rows = conn.execute(
+                "SELECT task_id, uses, utility_sum, utility_sq, successes FROM insight_task_stats "
+                "WHERE insight_id = ? ORDER BY task_id",
+                (insight_id,),
+            ).fetchall()
+        return [
+            TaskStats(
+                insight_id=insight_id,
+                task_id=r[0],
+                uses=r[1],
+                utility_sum=r[2],
+                utility_sq=r[3],
+                successes=r[4],
+            )
+            for r in rows
+        ]
 
-    def _update(self, kind: str, insight_id: str, payload: dict[str, Any],
-                change: Callable[[Insight], Insight]) -> Insight:
+    def _update(
+        self, kind: str, insight_id: str, payload: dict[str, Any], change: Callable[[Insight], Insight]
+    ) -> Insight:
         with self._write(kind) as tx:
             ins = tx.get(insight_id)
             if ins is None:
@@ -537,6 +659,7 @@ class MemoryStore:
     def record_admission(self, insight_id: str, admitted: bool, reason: str = "") -> Insight:
         """The admission test's verdict: a pending insight becomes active, or retired with the
         reason. On an insight that is no longer pending the verdict is only recorded in `meta`."""
+
         def change(ins: Insight) -> Insight:
             meta = {**ins.meta, "admission": {"admitted": admitted, "reason": reason}}
             status = ins.status
@@ -549,15 +672,23 @@ class MemoryStore:
         return self._update("admission", insight_id, {"admitted": admitted, "reason": reason}, change)
 
     def set_status(self, insight_id: str, status: InsightStatus, reason: str = "") -> Insight:
-        return self._update("status", insight_id, {"status": status, "reason": reason},
-                            lambda i: i.model_copy(update={"status": status,
-                                                           "meta": {**i.meta, "status_reason": reason}}))
+        return self._update(
+            "status",
+            insight_id,
+            {"status": status, "reason": reason},
+            lambda i: i.model_copy(update={"status": status, "meta": {**i.meta, "status_reason": reason}}),
+        )
 
     def mark_absorbed(self, insight_id: str, checkpoint: str) -> Insight:
         """Record that the insight was folded into the weights of `checkpoint`."""
-        return self._update("absorb", insight_id, {"checkpoint": checkpoint},
-                            lambda i: i.model_copy(update={"absorbed": True,
-                                                           "meta": {**i.meta, "absorbed_into": checkpoint}}))
+        return self._update(
+            "absorb",
+            insight_id,
+            {"checkpoint": checkpoint},
+            lambda i: i.model_copy(
+                update={"absorbed": True, "meta": {**i.meta, "absorbed_into": checkpoint}}
+            ),
+        )
 
     def edit(self, insight_id: str, text: str) -> Insight:
         """Replace the text (cleaned, capped, re-embedded); its statistics stay."""
@@ -578,8 +709,11 @@ class MemoryStore:
     def retire_if_harmful(self) -> list[Insight]:
         """Retire every active insight whose utility upper bound (z = cfg.retire_z) is below zero
         after at least cfg.retire_min_uses uses. One event for the whole batch."""
-        harmful = [i for i in self.list_insights(status="active") if i.uses >= self.cfg.retire_min_uses
-                   and i.utility_bounds(self.cfg.retire_z)[1] < 0]
+        harmful = [
+            i
+            for i in self.list_insights(status="active")
+            if i.uses >= self.cfg.retire_min_uses and i.utility_bounds(self.cfg.retire_z)[1] < 0
+        ]
         if not harmful:
             return []
         out = []
@@ -589,9 +723,16 @@ class MemoryStore:
                 if fresh is None or fresh.status != "active":
                     continue
                 hi = fresh.utility_bounds(self.cfg.retire_z)[1]
-                reason = f"harmful: utility {fresh.utility:+.3f}, upper bound {hi:+.3f} after {fresh.uses} uses"
-                out.append(tx.put(fresh.model_copy(update={
-                    "status": "retired", "meta": {**fresh.meta, "status_reason": reason}})))
+                reason = (
+                    f"harmful: utility {fresh.utility:+.3f}, upper bound {hi:+.3f} after {fresh.uses} uses"
+                )
+                out.append(
+                    tx.put(
+                        fresh.model_copy(
+                            update={"status": "retired", "meta": {**fresh.meta, "status_reason": reason}}
+                        )
+                    )
+                )
             tx.payload = {"insight_ids": [i.id for i in out], "reason": "utility confidently below zero"}
         return out
 
@@ -600,8 +741,10 @@ class MemoryStore:
         """Keep a verified attempt (indexed by its task text). The same id, or the same text for
         the same task, is stored once; the stored record is returned."""
         with self._read() as conn:
-            row = conn.execute("SELECT id FROM attempts WHERE id = ? OR (task_id = ? AND text = ?)",
-                               (attempt.id, attempt.task_id, attempt.text)).fetchone()
+            row = conn.execute(
+                "SELECT id FROM attempts WHERE id = ? OR (task_id = ? AND text = ?)",
+                (attempt.id, attempt.task_id, attempt.text),
+            ).fetchone()
         if row is not None:
             return self.get_attempt(row[0])
         vec = self._embed([attempt.task_text])[0]
@@ -609,8 +752,17 @@ class MemoryStore:
             tx.conn.execute(
                 "INSERT INTO attempts (id, task_id, task_text, family, text, reward, created, embedding) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (attempt.id, attempt.task_id, attempt.task_text, attempt.family, attempt.text,
-                 attempt.reward, attempt.created, db.vec_blob(vec)))
+                (
+                    attempt.id,
+                    attempt.task_id,
+                    attempt.task_text,
+                    attempt.family,
+                    attempt.text,
+                    attempt.reward,
+                    attempt.created,
+                    db.vec_blob(vec),
+                ),
+            )
             tx.payload = {"id": attempt.id, "task_id": attempt.task_id, "reward": attempt.reward}
         return attempt
 
@@ -623,7 +775,9 @@ class MemoryStore:
 
     def get_attempt(self, attempt_id: str) -> Attempt:
         with self._read() as conn:
-            row = conn.execute(f"SELECT {self._ATTEMPT_COLS} FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {self._ATTEMPT_COLS} FROM attempts WHERE id = ?", (attempt_id,)
+            ).fetchone()
         if row is None:
             raise KeyError(f"no attempt {attempt_id!r}")
         return self._attempt(row)
@@ -638,7 +792,9 @@ class MemoryStore:
         with self._read() as conn:
             return [self._attempt(r) for r in conn.execute(sql, args)]
 
-    def similar_attempts(self, text: str, k: int = 1, family: str | None = None) -> list[tuple[Attempt, float]]:
+    def similar_attempts(
+        self, text: str, k: int = 1, family: str | None = None
+    ) -> list[tuple[Attempt, float]]:
         """Stored attempts whose task text is most similar to `text` (a task prompt), best first."""
         if k <= 0:
             return []
@@ -653,11 +809,19 @@ class MemoryStore:
                 keys = [self._attempts.keys[int(n)] for n in ns[0] if n >= 0]
                 with self._read() as conn:
                     marks = ",".join("?" * len(keys))
-                    rows = conn.execute(f"SELECT {self._ATTEMPT_COLS} FROM attempts WHERE id IN ({marks})",
-                                        keys).fetchall() if keys else []
+                    rows = (
+                        conn.execute(
+                            f"SELECT {self._ATTEMPT_COLS} FROM attempts WHERE id IN ({marks})", keys
+                        ).fetchall()
+                        if keys
+                        else []
+                    )
                 found = {r[0]: self._attempt(r) for r in rows}
-                hits = [(found[key], float(s)) for key, s in zip(keys, scores[0], strict=False)
-                        if key in found and (family is None or found[key].family == family)]
+                hits = [
+                    (found[key], float(s))
+                    for key, s in zip(keys, scores[0], strict=False)
+                    if key in found and (family is None or found[key].family == family)
+                ]
                 if len(hits) >= k or fetch >= total:
                     return hits[:k]
                 fetch *= 4
@@ -671,9 +835,22 @@ class MemoryStore:
             tx.conn.execute(
                 "INSERT OR REPLACE INTO episodes (id, task_id, family, reward, correct, created, body) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (ep.id, ep.task.id, ep.task.family, reward, int(ep.correct), ep.started, ep.model_dump_json()))
-            tx.payload = {"id": ep.id, "task_id": ep.task.id, "reward": reward,
-                          "insight_ids": list(ep.insights_used)}
+                (
+                    ep.id,
+                    ep.task.id,
+                    ep.task.family,
+                    reward,
+                    int(ep.correct),
+                    ep.started,
+                    ep.model_dump_json(),
+                ),
+            )
+            tx.payload = {
+                "id": ep.id,
+                "task_id": ep.task.id,
+                "reward": reward,
+                "insight_ids": list(ep.insights_used),
+            }
         return ep
 
     def get_episode(self, episode_id: str) -> Episode:
@@ -697,8 +874,10 @@ class MemoryStore:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"a baseline rate is in [0, 1], got {rate}")
         with self._write("baseline") as tx:
-            tx.conn.execute("INSERT OR REPLACE INTO baselines (task_id, rate, n, updated) VALUES (?, ?, ?, ?)",
-                            (task_id, rate, n, tx.now))
+            tx.conn.execute(
+                "INSERT OR REPLACE INTO baselines (task_id, rate, n, updated) VALUES (?, ?, ?, ?)",
+                (task_id, rate, n, tx.now),
+            )
             tx.payload = {"task_id": task_id, "rate": rate, "n": n}
 
     def baseline(self, task_id: str) -> float | None:
@@ -748,10 +927,13 @@ class MemoryStore:
                 tx.payload = {"to": version, "from": current, "restored": len(tx.rows)}
                 return tx.version
 
-    def _restore(self, tx: db.Tx, target: versions.Rows, target_stats: versions.StatRows,
-                 vecs: dict[str, np.ndarray]) -> None:
-        current = {r[0]: db.insight_from_row(r[1:]) for r in tx.conn.execute(
-            f"SELECT n, {', '.join(db.INSIGHT_COLUMNS)} FROM insights")}
+    def _restore(
+        self, tx: db.Tx, target: versions.Rows, target_stats: versions.StatRows, vecs: dict[str, np.ndarray]
+    ) -> None:
+        current = {
+            r[0]: db.insight_from_row(r[1:])
+            for r in tx.conn.execute(f"SELECT n, {', '.join(db.INSIGHT_COLUMNS)} FROM insights")
+        }
         by_id = {ins.id: ins for ins in current.values()}
         for insight_id in set(by_id) - set(target):
             tx.delete(insight_id)
@@ -759,10 +941,14 @@ class MemoryStore:
             ins = Insight.model_validate({k: v for k, v in row.items() if not k.startswith("_")})
             if by_id.get(insight_id) != ins:
                 tx.put(ins, vecs.get(insight_id), restamp=False, n=row.get("_n"))
-        stats = {(r[0], r[1]): TaskStats(insight_id=r[0], task_id=r[1], uses=r[2], utility_sum=r[3],
-                                         utility_sq=r[4], successes=r[5])
-                 for r in tx.conn.execute("SELECT insight_id, task_id, uses, utility_sum, utility_sq, successes "
-                                          "FROM insight_task_stats")}
+        stats = {
+            (r[0], r[1]): TaskStats(
+                insight_id=r[0], task_id=r[1], uses=r[2], utility_sum=r[3], utility_sq=r[4], successes=r[5]
+            )
+            for r in tx.conn.execute(
+                "SELECT insight_id, task_id, uses, utility_sum, utility_sq, successes FROM insight_task_stats"
+            )
+        }
         for key in set(stats) - set(target_stats):
             tx.delete_stat(*key)
         for key, row in target_stats.items():

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError
-
 from insightloop.memory import db
 from insightloop.memory.records import Attempt, ImportReport, Insight, TaskStats, clean_text
+from pydantic import BaseModel, Field, ValidationError
 
 if TYPE_CHECKING:
     from insightloop.memory.store import MemoryStore
@@ -60,17 +59,36 @@ def _lines(store: MemoryStore) -> list[dict[str, Any]]:
         version = db.current_version(conn)
         insights = [db.insight_from_row(r) for r in conn.execute(db.SELECT_INSIGHT + " ORDER BY n")]
         stats: dict[str, list[dict[str, Any]]] = {}
-        for r in conn.execute("SELECT insight_id, task_id, uses, utility_sum, utility_sq, successes "
-                              "FROM insight_task_stats ORDER BY insight_id, task_id"):
-            stats.setdefault(r[0], []).append(dict(zip(
-                ("insight_id", "task_id", "uses", "utility_sum", "utility_sq", "successes"), r, strict=True)))
+        for r in conn.execute(
+            "SELECT insight_id, task_id, uses, utility_sum, utility_sq, successes "
+            "FROM insight_task_stats ORDER BY insight_id, task_id"
+        ):
+            stats.setdefault(r[0], []).append(
+                dict(
+                    zip(
+                        ("insight_id", "task_id", "uses", "utility_sum", "utility_sq", "successes"),
+                        r,
+                        strict=True,
+                    )
+                )
+            )
         tasks = conn.execute("SELECT id, family, text FROM tasks ORDER BY n").fetchall()
         baselines = conn.execute("SELECT task_id, rate, n FROM baselines ORDER BY task_id").fetchall()
-        attempts = conn.execute("SELECT id, task_id, task_text, family, text, reward, created FROM attempts "
-                                "ORDER BY n").fetchall()
-    out: list[dict[str, Any]] = [{"type": "header", "format": FORMAT, "format_version": FORMAT_VERSION,
-                                  "memory_version": version, "run_dir": str(store.run_dir)}]
-    out += [{"type": "insight", **i.model_dump(mode="json"), "task_stats": stats.get(i.id, [])} for i in insights]
+        attempts = conn.execute(
+            "SELECT id, task_id, task_text, family, text, reward, created FROM attempts ORDER BY n"
+        ).fetchall()
+    out: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "memory_version": version,
+            "run_dir": str(store.run_dir),
+        }
+    ]
+    out += [
+        {"type": "insight", **i.model_dump(mode="json"), "task_stats": stats.get(i.id, [])} for i in insights
+    ]
     out += [{"type": "task", "id": t[0], "family": t[1], "text": t[2]} for t in tasks]
     out += [{"type": "baseline", "task_id": b[0], "rate": b[1], "n": b[2]} for b in baselines]
     keys = ("id", "task_id", "task_text", "family", "text", "reward", "created")
@@ -165,8 +183,13 @@ def _plan_insights(store: MemoryStore, bundle: Bundle) -> Plan:
                 fresh = store._new_id("i")
             _rename(line, fresh)
         incoming.append(line)
-    vecs = dict(zip([line.insight.id for line in incoming],
-                    store._embed([line.insight.text for line in incoming]), strict=True))
+    vecs = dict(
+        zip(
+            [line.insight.id for line in incoming],
+            store._embed([line.insight.text for line in incoming]),
+            strict=True,
+        )
+    )
     plan = Plan(new=[], merges={}, skipped=len(bundle.insights) - len(incoming), vecs=vecs)
     for line in incoming:
         near = store._nearest(vecs[line.insight.id])
@@ -191,30 +214,48 @@ def _write_insights(tx: db.Tx, bundle: Bundle, plan: Plan, report: ImportReport)
             continue
         other = by_id[incoming_id]
         support = int(existing.meta.get("support", 1)) + int(other.meta.get("support", 1))
-        tx.put(existing.model_copy(update={
-            "source_episodes": list(dict.fromkeys(existing.source_episodes + other.source_episodes)),
-            "source_tasks": list(dict.fromkeys(existing.source_tasks + other.source_tasks)),
-            "meta": {**existing.meta, "support": support}}))
+        tx.put(
+            existing.model_copy(
+                update={
+                    "source_episodes": list(dict.fromkeys(existing.source_episodes + other.source_episodes)),
+                    "source_tasks": list(dict.fromkeys(existing.source_tasks + other.source_tasks)),
+                    "meta": {**existing.meta, "support": support},
+                }
+            )
+        )
         report.merged += 1
 
 
-def _write_others(store: MemoryStore, tx: db.Tx, bundle: Bundle, report: ImportReport,
-                  task_vecs: np.ndarray, attempt_vecs: np.ndarray) -> None:
+def _write_others(
+    store: MemoryStore,
+    tx: db.Tx,
+    bundle: Bundle,
+    report: ImportReport,
+    task_vecs: np.ndarray,
+    attempt_vecs: np.ndarray,
+) -> None:
     for t, vec in zip(bundle.tasks, task_vecs, strict=True):
-        cur = tx.conn.execute("INSERT OR IGNORE INTO tasks (id, family, text, created, embedding) VALUES (?, ?, ?, ?, ?)",
-                              (t.id, t.family, t.text, tx.now, db.vec_blob(vec)))
+        cur = tx.conn.execute(
+            "INSERT OR IGNORE INTO tasks (id, family, text, created, embedding) VALUES (?, ?, ?, ?, ?)",
+            (t.id, t.family, t.text, tx.now, db.vec_blob(vec)),
+        )
         report.tasks += cur.rowcount
     for b in bundle.baselines:
-        cur = tx.conn.execute("INSERT OR IGNORE INTO baselines (task_id, rate, n, updated) VALUES (?, ?, ?, ?)",
-                              (b.task_id, b.rate, b.n, tx.now))
+        cur = tx.conn.execute(
+            "INSERT OR IGNORE INTO baselines (task_id, rate, n, updated) VALUES (?, ?, ?, ?)",
+            (b.task_id, b.rate, b.n, tx.now),
+        )
         report.baselines += cur.rowcount
     for a, vec in zip(bundle.attempts, attempt_vecs, strict=True):
-        if tx.conn.execute("SELECT 1 FROM attempts WHERE id = ? OR (task_id = ? AND text = ?)",
-                           (a.id, a.task_id, a.text)).fetchone():
+        if tx.conn.execute(
+            "SELECT 1 FROM attempts WHERE id = ? OR (task_id = ? AND text = ?)", (a.id, a.task_id, a.text)
+        ).fetchone():
             continue
-        tx.conn.execute("INSERT INTO attempts (id, task_id, task_text, family, text, reward, created, embedding) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (a.id, a.task_id, a.task_text, a.family, a.text, a.reward, a.created, db.vec_blob(vec)))
+        tx.conn.execute(
+            "INSERT INTO attempts (id, task_id, task_text, family, text, reward, created, embedding) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (a.id, a.task_id, a.task_text, a.family, a.text, a.reward, a.created, db.vec_blob(vec)),
+        )
         report.attempts += 1
 
 
@@ -229,6 +270,9 @@ def import_jsonl(store: MemoryStore, path: Path) -> ImportReport:
         with store._write("import") as tx:
             _write_insights(tx, bundle, plan, report)
             _write_others(store, tx, bundle, report, task_vecs, attempt_vecs)
-            tx.payload = {"source": str(path), "from_version": bundle.header.get("memory_version"),
-                          **report.model_dump()}
+            tx.payload = {
+                "source": str(path),
+                "from_version": bundle.header.get("memory_version"),
+                **report.model_dump(),
+            }
     return report

@@ -64,11 +64,15 @@ def diff_rows(before: Rows, after: Rows, v1: int, v2: int, events: list[MemoryEv
         elif b is None and a is not None:
             out.removed.append(_insight(a))
         elif a is not None and b is not None:
-            fields = {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
-                      if not k.startswith("_") and a.get(k) != b.get(k)}
+            fields = {
+                k: (a.get(k), b.get(k))
+                for k in sorted(a.keys() | b.keys())
+                if not k.startswith("_") and a.get(k) != b.get(k)
+            }
             if fields:
-                out.changed.append(InsightChange(id=insight_id, fields=fields, before=_insight(a),
-                                                 after=_insight(b)))
+                out.changed.append(
+                    InsightChange(id=insight_id, fields=fields, before=_insight(a), after=_insight(b))
+                )
     return out
 
 

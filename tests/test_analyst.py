@@ -121,7 +121,8 @@ def test_parse_lines_drops_invalid_insights() -> None:
     ("When you see 17 and 25, add them carefully.", TASK, "numbers"),
     ("When an expression has not, True flips to False.", Task(id="b", family="b", prompt="not True",
                                                             answer="False"), None),
-    ("When unsure, the answer is False.", Task(id="b", family="b", prompt="not True", answer="False"), "answer"),
+    ("When unsure, the answer is False.", Task(id="b", family="b", prompt="not True", answer="False"),
+     "answer"),
     ("When options are listed, pick (B) first.", Task(id="c", family="c", prompt="Pick one", answer="(B)"),
      "answer"),
 ])
@@ -137,8 +138,8 @@ def _verify(task: Task, text: str) -> Reward:
 
 def test_synthesis_is_verified_counted_and_free_of_meta_language() -> None:
     analysis = Analysis.model_validate(GOOD)
-    lm = ScriptedLM([" 7+5=12, carry 1.\nStep 2: 1+2+1=4.\nAnswer: 42\nextra", " per the insight, 42\nAnswer: 42",
-                     " 1+2=3\nAnswer: 32"])
+    lm = ScriptedLM([" 7+5=12, carry 1.\nStep 2: 1+2+1=4.\nAnswer: 42\nextra",
+                     " per the insight, 42\nAnswer: 42", " 1+2=3\nAnswer: 32"])
     budget = Budget(max_rollouts=3).start()
     chain = synthesize(TASK, analysis, lm, _verify, budget)
     assert chain is not None and chain.verified and chain.text.endswith("Answer: 42")

@@ -240,3 +240,29 @@ def test_learning_curve_numbers() -> None:
 def test_line_chart_places_markers() -> None:
     chart = line_chart([("a", [0.0, 1.0], "", "x")], 0.0, 1.0, height=3, width=10).plain.splitlines()
     assert chart[0].endswith("┤     xxxxx") and chart[2].endswith("┤xxxxx     ")
+
+
+# ---- a run directory made by the embedded model through the real learning loop ---------------
+REAL_SETTINGS = ["search.rollouts=4", "search.width=2", "search.max_depth=2", "search.step_tokens=32",
+                 "search.answer_tokens=48", "loop.baseline_samples=2", "loop.analyst_tokens=80",
+                 "loop.max_candidates=2", "loop.synthesize=false", "loop.pairs=2"]
+REAL_SUITE, REAL_BUDGET = "bbh/boolean_expressions", 24
+
+
+def build_real_run(where: Path) -> Path:
+    """`adapt` with the embedded SmolLM2 and MiniLM at a tiny budget: real episodes, credit, and
+    whatever insights the loop admits. Built once per test session (a marker file says it is done)."""
+    from insightloop.agent.adapt import adapt
+    from insightloop.agent.config import load_config
+
+    done = where / "adapt.json"
+    if done.is_file():
+        return where
+    result = adapt(REAL_SUITE, 4, 2, REAL_BUDGET, load_config(None, REAL_SETTINGS), run_dir=where, seed=1)
+    done.write_text(result.model_dump_json(exclude={"train"}))
+    return where
+
+
+@pytest.fixture(scope="session")
+def real_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_real_run(tmp_path_factory.getbasetemp() / "console-real-run")

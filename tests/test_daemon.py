@@ -24,7 +24,7 @@ from insightloop.agent.daemon import (
     serve,
 )
 from insightloop.agent.episode import Episode
-from insightloop.agent.lm import GenRequest, Generation
+from insightloop.agent.lm import Generation, GenRequest
 from insightloop.agent.status import read_status
 from insightloop.evals.tasks import Reward, Task
 
@@ -92,8 +92,8 @@ class FakeLearner:
 
 def make(run_dir: Path, clock: Clock | None = None, practice=None, rollouts: int = 2, **daemon_cfg):
     cfg = Config()
-    cfg.daemon = cfg.daemon.model_copy(update={"inbox_settle_s": 0.0, "status_every_s": 0.0, "lm_backoff_s": 0.0,
-                                               **daemon_cfg})
+    fast = {"inbox_settle_s": 0.0, "status_every_s": 0.0, "lm_backoff_s": 0.0}
+    cfg.daemon = cfg.daemon.model_copy(update={**fast, **daemon_cfg})
     stats, stop, lm = CallStats(), threading.Event(), FakeLM()
     guarded = GuardedLM(lm, stats, stop, retries=1, backoff_s=0.0, sleep=lambda s: None)
     learner = FakeLearner(guarded, rollouts)
@@ -104,7 +104,8 @@ def make(run_dir: Path, clock: Clock | None = None, practice=None, rollouts: int
 
 
 def task_line(i: int | str, answer: str = "4", **kw) -> str:
-    obj = {"id": f"t{i}", "prompt": f"What is 2 + 2? Say {answer}", "answer": answer, "verifier": "exact", **kw}
+    obj = {"id": f"t{i}", "prompt": f"What is 2 + 2? Say {answer}", "answer": answer, "verifier": "exact",
+           **kw}
     return json.dumps(obj)
 
 

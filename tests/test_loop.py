@@ -16,6 +16,7 @@ from insightloop.agent.loop import ADMIT_REASON, FAIL_REASON, Learner
 from insightloop.evals.tasks import Task
 from insightloop.memory.records import Attempt, Insight
 
+OLD = Attempt(task_id="old", task_text="Add", family="arith", text="Answer: 3", reward=1.0)
 LESSON = "When adding numbers, carry the tens digit before writing the answer."
 
 
@@ -82,7 +83,8 @@ class FakeStore:
     def retrieve(self, task: Task, k: int, train: bool, token_budget: int | None) -> list[Insight]:
         return [i for i in self.insights.values() if i.status == "active"][:k]
 
-    def credit(self, insight_ids: list[str], task: Task, reward: float, baseline: float, episode_id: str) -> None:
+    def credit(self, insight_ids: list[str], task: Task, reward: float, baseline: float,
+               episode_id: str) -> None:
         self.credits.append((insight_ids, task.id, reward, baseline))
         self._bump()
 
@@ -126,8 +128,8 @@ class FakeStore:
 
 
 def _tasks(n: int, start: int = 0) -> list[Task]:
-    return [Task(id=f"t{i}", family="arith", prompt=f"Add: {i} + {i + 10} = {2 * i + 10}".split("=")[0]
-                 + f"= {2 * i + 10}", answer=str(2 * i + 10), verifier="numeric") for i in range(start, start + n)]
+    return [Task(id=f"t{i}", family="arith", prompt=f"Add: {i} + {i + 10} = {2 * i + 10}",
+                 answer=str(2 * i + 10), verifier="numeric") for i in range(start, start + n)]
 
 
 def _cfg(**loop: Any) -> Config:
@@ -186,8 +188,9 @@ def test_candidates_that_fail_the_admission_try_are_rejected() -> None:
     analyst = FakeAnalyst(" x\nINSIGHT: When adding numbers, write slowly and neatly.")
     events: list[ev.Event] = []
     store = FakeStore()
-    store.attempts.append(Attempt(task_id="old", task_text="Add", family="arith", text="Answer: 3", reward=1.0))
-    report = _learner(cfg, store, FakePolicy(odds=10**9), analyst, events).train(_tasks(1), Budget(max_rollouts=4))
+    store.attempts.append(OLD)
+    learner = _learner(cfg, store, FakePolicy(odds=10**9), analyst, events)
+    report = learner.train(_tasks(1), Budget(max_rollouts=4))
     assert report.insights_admitted == 0 and report.insights_rejected == 1
     assert not store.insights
     assert [e.reason for e in events if isinstance(e, ev.InsightRejected)] == [FAIL_REASON]
@@ -198,7 +201,7 @@ def test_leaking_insights_are_rejected_before_any_try() -> None:
     events: list[ev.Event] = []
     cfg = _cfg(baseline_samples=0, synthesize=False)
     store = FakeStore()
-    store.attempts.append(Attempt(task_id="old", task_text="Add", family="arith", text="Answer: 3", reward=1.0))
+    store.attempts.append(OLD)
     policy = FakePolicy(odds=10**9)
     report = _learner(cfg, store, policy, analyst, events).train(_tasks(1), Budget(max_rollouts=4))
     reasons = [e.reason for e in events if isinstance(e, ev.InsightRejected)]

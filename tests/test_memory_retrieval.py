@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from insightloop.agent.config import MemoryConfig
 from insightloop.evals.tasks import Task
 from insightloop.memory.embed import HashingEmbedder
@@ -17,9 +16,14 @@ SCORE = {"ucb_c": 0.5, "sim_weight": 0.5, "prior_uses": 1.0}
 
 
 def _cand(iid: str, sim: float, credit: list[tuple[float, int, float]] = (), text: str = "x") -> Candidate:
-    return Candidate(insight=Insight(id=iid, text=text, status="active"), similarity=sim,
-                     credit=[NeighbourCredit(task_id=f"t{j}", similarity=s, uses=n, utility_sum=u)
-                             for j, (s, n, u) in enumerate(credit)])
+    return Candidate(
+        insight=Insight(id=iid, text=text, status="active"),
+        similarity=sim,
+        credit=[
+            NeighbourCredit(task_id=f"t{j}", similarity=s, uses=n, utility_sum=u)
+            for j, (s, n, u) in enumerate(credit)
+        ],
+    )
 
 
 def _order(cands: list[Candidate], train: bool = False, **kw: float) -> list[str]:
@@ -78,8 +82,12 @@ def test_ucb_bonus_only_when_training():
 
 def test_select_respects_k_budget_and_floor():
     long_text = "w" * 400  # 100 tokens
-    cands = [_cand("a", 0.9, text=long_text), _cand("b", 0.8, text="short"), _cand("c", 0.7, text="tiny"),
-             _cand("d", -0.5, text="neg")]
+    cands = [
+        _cand("a", 0.9, text=long_text),
+        _cand("b", 0.8, text="short"),
+        _cand("c", 0.7, text="tiny"),
+        _cand("d", -0.5, text="neg"),
+    ]
     scored = score_candidates(cands, train=False, **SCORE)
     assert [s.insight.id for s in select(scored, 2, None, 0.0)] == ["a", "b"]
     assert [s.insight.id for s in select(scored, 5, 50, 0.0)] == ["b", "c"]

@@ -6,7 +6,6 @@ import json
 import random
 
 import pytest
-
 from insightloop.agent.config import MemoryConfig
 from insightloop.agent.episode import Episode
 from insightloop.evals.tasks import Reward, Task
@@ -19,8 +18,14 @@ T2 = Task(id="t2", family="words", prompt="sort these words alphabetically: pear
 
 
 def _open(path, readonly=False, **cfg):
-    return MemoryStore.open(path, HashingEmbedder(), MemoryConfig(**cfg), readonly=readonly,
-                            rng=random.Random(0), clock=lambda: 1000.0)
+    return MemoryStore.open(
+        path,
+        HashingEmbedder(),
+        MemoryConfig(**cfg),
+        readonly=readonly,
+        rng=random.Random(0),
+        clock=lambda: 1000.0,
+    )
 
 
 @pytest.fixture
@@ -43,7 +48,9 @@ def test_clean_text_strips_control_characters_and_caps_length():
 
 
 def test_add_insight_cleans_and_rejects_empty(store):
-    ins, new = store.add_insight("Check\x07 the  units\n" + "x" * 1000, kind="pitfall", applies_when="units\x00")
+    ins, new = store.add_insight(
+        "Check\x07 the  units\n" + "x" * 1000, kind="pitfall", applies_when="units\x00"
+    )
     assert new and "\x07" not in ins.text and len(ins.text) <= store.cfg.max_insight_chars
     assert ins.applies_when == "units" and ins.kind == "pitfall" and ins.status == "pending"
     with pytest.raises(ValueError):
@@ -52,10 +59,12 @@ def test_add_insight_cleans_and_rejects_empty(store):
 
 # ---- dedup ----------------------------------------------------------------------------------
 def test_near_duplicate_merges_support(store):
-    a, new_a = store.add_insight("Check the parity of the sum before answering.", source_episode="e1",
-                                 source_task="t1", model="m1")
-    b, new_b = store.add_insight("check the parity of the sum before answering", source_episode="e2",
-                                 source_task="t2")
+    a, new_a = store.add_insight(
+        "Check the parity of the sum before answering.", source_episode="e1", source_task="t1", model="m1"
+    )
+    b, new_b = store.add_insight(
+        "check the parity of the sum before answering", source_episode="e2", source_task="t2"
+    )
     c, new_c = store.add_insight("Sort words by their first letter, then the second.", source_episode="e3")
     assert new_a and not new_b and new_c
     assert b.id == a.id and c.id != a.id
@@ -75,7 +84,10 @@ def test_dedup_threshold_is_configurable(tmp_path):
 def test_credit_accumulates_overall_and_per_task(store):
     a, _ = store.add_insight("write each step", status="active")
     b, _ = store.add_insight("state the answer last", status="active")
-    assert store.credit([a.id, b.id, a.id, "gone"], T1, reward=1.0, baseline=0.25, episode_id="e1") == [a.id, b.id]
+    assert store.credit([a.id, b.id, a.id, "gone"], T1, reward=1.0, baseline=0.25, episode_id="e1") == [
+        a.id,
+        b.id,
+    ]
     store.credit([a.id], T1, reward=0.0, baseline=0.25, episode_id="e2")
     store.credit([a.id], T2, reward=1.0, baseline=1.0, episode_id="e3")
     got = store.get(a.id)
@@ -103,7 +115,10 @@ def test_retire_if_harmful_needs_confidence_and_uses(tmp_path):
             store.credit([young.id], T1, reward=0.0, baseline=1.0, episode_id=f"y{i}")
         retired = store.retire_if_harmful()
         assert [i.id for i in retired] == [harmful.id]
-        assert store.get(harmful.id).status == "retired" and "harmful" in store.get(harmful.id).meta["status_reason"]
+        assert (
+            store.get(harmful.id).status == "retired"
+            and "harmful" in store.get(harmful.id).meta["status_reason"]
+        )
         assert store.get(noisy.id).status == "active" and store.get(young.id).status == "active"
         assert store.retire_if_harmful() == []
 
@@ -117,7 +132,10 @@ def test_admission_edit_status_and_absorb(store):
     # A verdict on an insight that is no longer pending only records the verdict.
     assert store.record_admission(a.id, False, "retest failed").status == "active"
     edited = store.edit(a.id, "draw a table of all the cases\x00")
-    assert edited.text == "draw a table of all the cases" and store.search("table of all the cases", 1)[0][0].id == a.id
+    assert (
+        edited.text == "draw a table of all the cases"
+        and store.search("table of all the cases", 1)[0][0].id == a.id
+    )
     assert store.set_status(b.id, "active", "curated").meta["status_reason"] == "curated"
     absorbed = store.mark_absorbed(a.id, "ckpt-3")
     assert absorbed.absorbed and absorbed.meta["absorbed_into"] == "ckpt-3"
@@ -129,10 +147,18 @@ def test_admission_edit_status_and_absorb(store):
 
 # ---- attempts, episodes, baselines, kv -------------------------------------------------------
 def test_attempts_are_deduplicated_and_found_by_task_similarity(store):
-    a1 = store.add_attempt(Attempt(task_id="t1", task_text=T1.prompt, family="digits", text="4+8+2+1=15", reward=1))
-    assert store.add_attempt(Attempt(task_id="t1", task_text=T1.prompt, family="digits", text="4+8+2+1=15",
-                                     reward=1)).id == a1.id
-    store.add_attempt(Attempt(task_id="t2", task_text=T2.prompt, family="words", text="apple fig pear", reward=1))
+    a1 = store.add_attempt(
+        Attempt(task_id="t1", task_text=T1.prompt, family="digits", text="4+8+2+1=15", reward=1)
+    )
+    assert (
+        store.add_attempt(
+            Attempt(task_id="t1", task_text=T1.prompt, family="digits", text="4+8+2+1=15", reward=1)
+        ).id
+        == a1.id
+    )
+    store.add_attempt(
+        Attempt(task_id="t2", task_text=T2.prompt, family="words", text="apple fig pear", reward=1)
+    )
     hits = store.similar_attempts("compute the sum of the digits of 777", k=2)
     assert hits[0][0].id == a1.id and hits[0][1] > hits[1][1]
     only_words = store.similar_attempts("compute the sum of the digits of 777", k=2, family="words")
@@ -211,8 +237,9 @@ def test_rollback_restores_exactly(store):
     after_changes = store.diff(v, new_version - 1)
     store.rollback(new_version - 1)
     assert {i.id for i in store.list_insights()} == {a.id, b.id, c.id}
-    assert store.diff(v, store.version).model_dump(exclude={"events", "v2"}) == \
-        after_changes.model_dump(exclude={"events", "v2"})
+    assert store.diff(v, store.version).model_dump(exclude={"events", "v2"}) == after_changes.model_dump(
+        exclude={"events", "v2"}
+    )
     store.rollback(0)
     assert store.list_insights() == [] and store.task_stats(a.id) == []
 
@@ -224,9 +251,17 @@ def test_rollback_to_unknown_version_fails(store):
 
 # ---- export / import --------------------------------------------------------------------------
 def _fill(store: MemoryStore) -> None:
-    a, _ = store.add_insight("add digits from the right", status="active", model="smollm2", family="digits",
-                             source_episode="e1", source_task="t1")
-    b, _ = store.add_insight("alphabetical order compares letters one by one", status="active", model="smollm2")
+    a, _ = store.add_insight(
+        "add digits from the right",
+        status="active",
+        model="smollm2",
+        family="digits",
+        source_episode="e1",
+        source_task="t1",
+    )
+    b, _ = store.add_insight(
+        "alphabetical order compares letters one by one", status="active", model="smollm2"
+    )
     store.add_insight("a pending idea about words")
     store.credit([a.id, b.id], T1, 1.0, 0.5, "e1")
     store.credit([b.id], T2, 0.0, 0.5, "e2")
@@ -299,8 +334,10 @@ def test_reader_sees_committed_changes_and_cannot_write(tmp_path):
 
 def test_index_is_saved_and_rebuilt_when_missing_stale_or_corrupt(tmp_path):
     with _open(tmp_path) as s:
-        ids = [s.add_insight(f"lesson number {w} about {w} things", status="active")[0].id
-               for w in ("alpha", "beta", "gamma", "delta")]
+        ids = [
+            s.add_insight(f"lesson number {w} about {w} things", status="active")[0].id
+            for w in ("alpha", "beta", "gamma", "delta")
+        ]
     index, stamp = tmp_path / "index.faiss", tmp_path / "index.faiss.json"
     assert index.exists() and json.loads(stamp.read_text())["version"] == 4
 

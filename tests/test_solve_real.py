@@ -13,7 +13,7 @@ from insightloop.agent.solve import solve, solve_many
 from insightloop.evals.suites import load_suite
 from typer.testing import CliRunner
 
-SMALL = ["search.rollouts=4", "search.step_tokens=24", "search.answer_tokens=48", "search.max_depth=3"]
+SMALL = ["search.rollouts=4", "search.step_tokens=16", "search.answer_tokens=32", "search.max_depth=3"]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,8 @@ def _check_tree(ep: Episode, cap: int) -> None:
 @pytest.mark.real
 def test_mcts_tree_is_consistent_on_the_embedded_model(lm: LM) -> None:
     cfg = load_config(None, SMALL).search
-    tasks = load_suite("bbh/boolean_expressions", limit=2) + load_suite("gsm8k", limit=1)
-    run = Budget(max_rollouts=10).start()
+    tasks = load_suite("bbh/boolean_expressions", limit=2) + load_suite("bbh/object_counting", limit=1)
+    run = Budget(max_rollouts=10).start()  # the third task gets only the 2 rollouts left
     episodes = solve_many(tasks, lm, cfg, budget=run)
     assert [e.task.id for e in episodes] == [t.id for t in tasks]
     for ep in episodes:
@@ -50,6 +50,7 @@ def test_mcts_tree_is_consistent_on_the_embedded_model(lm: LM) -> None:
         assert ep.reward.score == max(t.reward for t in ep.trajectories)
         assert Episode.model_validate_json(ep.model_dump_json()) == ep
     assert run.rollouts == sum(e.rollouts for e in episodes) <= 10
+    assert episodes[2].rollouts <= 2
     assert run.tokens == sum(e.prompt_tokens + e.completion_tokens for e in episodes)
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 import random
 from importlib.resources import files
-from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from insightloop.evals.tasks import Task
+
+if TYPE_CHECKING:  # importlib.resources.abc only exists from Python 3.11
+    from importlib.resources.abc import Traversable
 
 log = logging.getLogger(__name__)
 
