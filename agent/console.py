@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -93,8 +94,10 @@ def _clip(text: str, n: int = STEP_CHARS) -> str:
     return flat if len(flat) <= n else flat[: n - 1] + "…"
 
 
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+def _when(ts: float | None, short: bool = False) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts).strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S")
 
 
 def _fmt(x: float | None, spec: str = "+.2f") -> str:
@@ -299,13 +302,14 @@ class Inspector:
             return _message("no episodes" + (" failed" if a.failed else " yet"), "yellow")
         table = Table(title="failed episodes" if a.failed else "episodes", box=box.SIMPLE_HEAD)
         for col in ("id", "task", "phase", "reward", "answer", "insights", "rollouts", "tokens", "finished"):
-            table.add_column(col, no_wrap=col in ("id", "task"), justify="right" if col in (
-                "reward", "insights", "rollouts", "tokens") else "left")
+            numeric = col in ("reward", "insights", "rollouts", "tokens")
+            table.add_column(col, overflow="fold", style="cyan" if col == "id" else None,
+                             justify="right" if numeric else "left")
         for ep in rows:
             table.add_row(ep.id, ep.task.id, str(ep.meta.get("phase", "-")), _reward_text(ep),
                           _clip(ep.answer or "-", 20),
                           str(len(ep.insights_used)), str(ep.rollouts),
-                          str(ep.prompt_tokens + ep.completion_tokens), _when(ep.finished))
+                          str(ep.prompt_tokens + ep.completion_tokens), _when(ep.finished, short=True))
         return table
 
     def cmd_episode(self, argv: list[str]) -> RenderableType:
@@ -920,7 +924,10 @@ def inspect_main(run_dir: Path, commands: Sequence[str], config_path: str | None
     Returns the process exit code: 0 on success, 1 when a command failed, 2 when the run directory
     cannot be opened.
     """
-    console = console or Console()
+    if console is None:
+        # Scripts piping the output get wide tables unless they ask otherwise (COLUMNS).
+        wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+        console = Console(width=140 if wide else None)
     try:
         inspector, close = open_inspector(run_dir, config_path)
     except CommandError as e:
