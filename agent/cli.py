@@ -116,6 +116,7 @@ def daemon(
 
     from insightloop.agent.config import ConfigError, load_config
     from insightloop.agent.daemon import DaemonLocked, run_daemon
+    from insightloop.agent.models import MissingModelError
 
     try:
         cfg = load_config(config, overrides or [])
@@ -127,6 +128,9 @@ def daemon(
     except DaemonLocked as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from None
+    except MissingModelError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     if abandoned:  # a worker is still inside an LM call: leave without waiting for it
         sys.stdout.flush()
         sys.stderr.flush()
@@ -219,6 +223,46 @@ def fold(
     if method is not None and method not in ("grpo", "sft", "dpo"):
         raise typer.BadParameter("must be grpo, sft or dpo", param_hint="--method")
     raise typer.Exit(fold_command(run_dir, method, steps, lora, config, overrides or [], as_json))
+
+
+ALL_EVAL_METHODS = ("none", "best-of-n", "episodic-rag", "reflect-success", "core", "core+fold", "grpo",
+                    "gepa")
+
+
+@app.command("eval")
+def eval_(
+    suite: Annotated[str, typer.Option("--suite", help="suite(s), comma-separated: bbh/navigate,gsm8k")],
+    methods: Annotated[str, typer.Option(
+        "--methods", help="comma-separated: none, best-of-n, episodic-rag, reflect-success, core, core+fold, "
+                          "grpo, gepa")] = ",".join(ALL_EVAL_METHODS),
+    n_train: Annotated[int, typer.Option("--train", min=1, help="training problems per seed")] = 5,
+    n_test: Annotated[int, typer.Option("--test", min=1, help="test problems per seed")] = 20,
+    budget: Annotated[int, typer.Option("--budget", min=1, help="learning rollouts per method and run")] = 30,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="number of seeds (0..S-1)")] = 3,
+    out: Annotated[Path, typer.Option("--out", help="output folder: results.json, results.md, PNGs")] = Path(
+        "eval-results"),
+    config: Annotated[str | None, typer.Option("--config", help="YAML config file")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="override config: key=value")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="keep finished runs of OUT/results.json")] = False,
+) -> None:
+    """Benchmark methods side by side: same model, same splits, same rollout budget."""
+    from insightloop.evals.eval_cli import eval_command
+
+    raise typer.Exit(eval_command(suite, methods, n_train, n_test, budget, seeds, out, config,
+                                  overrides or [], resume))
+
+
+@app.command()
+def bench(
+    config: Annotated[str | None, typer.Option("--config", help="YAML config file")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="override config: key=value")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object, not a table")] = False,
+) -> None:
+    """Cost benchmark on this machine: tokens/s (hf vs llama.cpp), MCTS rollouts/s, episode, fold step,
+    memory queries/s."""
+    from insightloop.agent.bench import bench_command
+
+    raise typer.Exit(bench_command(config, overrides or [], as_json))
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from insightloop.agent.episode import Episode, Node, Trajectory
 from insightloop.agent.plots import Curve, EpisodePoint, learning_curve, save_curve_png
+from insightloop.evals.tasks import Task
 from insightloop.memory.records import MemoryDiff, TaskStats
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -306,8 +307,8 @@ class Inspector:
             table.add_column(col, overflow="fold", style="cyan" if col == "id" else None,
                              justify="right" if numeric else "left")
         for ep in rows:
-            table.add_row(ep.id, ep.task.id, str(ep.meta.get("phase", "-")), _reward_text(ep),
-                          _clip(ep.answer or "-", 20),
+            table.add_row(ep.id, _short_task(ep.task), str(ep.meta.get("phase", "-")), _reward_text(ep),
+                          _clip(ep.answer or "-", 12),
                           str(len(ep.insights_used)), str(ep.rollouts),
                           str(ep.prompt_tokens + ep.completion_tokens), _when(ep.finished, short=True))
         return table
@@ -501,6 +502,12 @@ def _status_style(status: str) -> str:
 def _utility_text(u: float | None, lo: float | None, hi: float | None) -> Text:
     style = "green" if lo is not None and lo > 0 else "red" if hi is not None and hi < 0 else ""
     return Text(_fmt(u), style=style)
+
+
+def _short_task(task: Task) -> str:
+    """The task id without its family prefix (the family is in the episode view)."""
+    prefix = task.family + "/"
+    return task.id[len(prefix):] if task.id.startswith(prefix) and len(task.id) > len(prefix) else task.id
 
 
 def _used_insights(ep: Episode) -> list[tuple[str, str]]:

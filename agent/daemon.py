@@ -44,6 +44,7 @@ from insightloop.agent.status import (
     close_log,
     log_event,
     open_log,
+    read_status,
     write_status,
 )
 from insightloop.evals.tasks import Task
@@ -327,7 +328,6 @@ class Step(BaseModel):
 class Outcome(BaseModel):
     """One episode's result as the daemon sees it."""
 
-    model_config = {"arbitrary_types_allowed": True}
     episode: Episode | None = None
     error: str | None = None
     backend: bool = False
@@ -343,7 +343,8 @@ class Daemon:
                  practice: Callable[[], list[tuple[str, Task]]] | None = None,
                  memory_version: Callable[[], int] | None = None,
                  checkpoint: Callable[[], str | None] | None = None,
-                 logger: logging.Logger | None = None) -> None:
+                 logger: logging.Logger | None = None,
+                 on_close: Callable[[], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.cfg, self.dcfg = cfg, cfg.daemon
         self.learner = learner
@@ -361,6 +362,7 @@ class Daemon:
         self._practice: Practice | None = None
         self._memory_version = memory_version
         self._checkpoint = checkpoint
+        self._on_close = on_close
         self._parsed: dict[str, ParsedFile] = {}
         self._fail_streak = 0
         self._backend_until = 0.0
@@ -445,10 +447,10 @@ class Daemon:
                          (path.name, path.name, "processing", self.clock()))
         source = self.con.execute("SELECT source FROM files WHERE name = ?", (path.name,)).fetchone()[0]
         parsed = parse_inbox_file(path, self.dcfg.max_prompt_chars, self.dcfg.max_file_bytes)
-        if parsed.fatal is not None:
-            self.inbox.fail_file(path, parsed.fatal, parsed.problems, source)
+        if parsed.fatal is not None:  # recorded first: a crash before the move just repeats it
             self.con.execute("UPDATE files SET state='failed', finished=?, n_bad=?, error=? WHERE name=?",
                              (self.clock(), max(1, len(parsed.problems)), parsed.fatal, path.name))
+            self.inbox.fail_file(path, parsed.fatal, parsed.problems, source)
             self.log.warning("file_failed", extra={"data": {"file": source, "reason": parsed.fatal,
                                                             "problems": len(parsed.problems)}})
             return None
@@ -474,8 +476,8 @@ class Daemon:
 
     def _finish_file(self, path: Path, parsed: ParsedFile) -> None:
         self.inbox.rebuild_outbox(path.name, self._results(path.name, parsed))
-        self.inbox.finish_file(path)
         self.con.execute("UPDATE files SET state='done', finished=? WHERE name=?", (self.clock(), path.name))
+        self.inbox.finish_file(path)
         self._parsed.pop(path.name, None)
         self.log.info("file_done", extra={"data": {"file": path.name, "tasks": len(parsed.tasks)}})
 
@@ -697,6 +699,8 @@ class Daemon:
         close_log(self.log)
         if not abandoned:
             self.con.close()
+            if self._on_close is not None:
+                self._on_close()
 
 
 def _on_stop_signals(stop: threading.Event) -> None:
@@ -754,7 +758,8 @@ def build_daemon(run_dir: Path, cfg: Config, stop: threading.Event, logger: logg
         return folder.name if folder is not None else None
 
     return Daemon(run_dir, cfg, learner, stats=stats, stop=stop, rng=rng,
-                  memory_version=lambda: store.version, checkpoint=current_checkpoint, logger=logger)
+                  memory_version=lambda: store.version, checkpoint=current_checkpoint, logger=logger,
+                  on_close=store.close)
 
 
 def run_daemon(run_dir: Path, cfg: Config, exit_when_idle: bool = False) -> bool:
@@ -768,8 +773,11 @@ def run_daemon(run_dir: Path, cfg: Config, exit_when_idle: bool = False) -> bool
         logger.info("starting", extra={"data": {"pid": os.getpid(), "run_dir": str(run_dir)}})
         if stale is not None:
             logger.warning("stale_lock", extra={"data": {"previous_pid": stale, "alive": pid_alive(stale)}})
-        write_status(run_dir, DaemonStatus(state="starting: loading models", run_dir=str(run_dir),
-                                           started_at=time.time(), updated_at=time.time()))
+        last = read_status(run_dir) or DaemonStatus()  # keep the last known counters while loading
+        now = time.time()
+        write_status(run_dir, last.model_copy(update={
+            "state": "starting: loading models", "pid": os.getpid(), "run_dir": str(run_dir),
+            "current_task": None, "paused_until": None, "started_at": now, "updated_at": now}))
         stop = threading.Event()
         _on_stop_signals(stop)  # already while the models load: a stop then exits right after
         daemon = build_daemon(run_dir, cfg, stop, logger)

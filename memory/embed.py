@@ -23,11 +23,9 @@ class Embedder(Protocol):
     """Maps texts to vectors.
 
     Contract: `encode(texts)` returns a float32 array of shape (len(texts), dim) whose rows have
-    unit L2 norm (an all-zero text may give a zero row); the same text always gives the same row.
-    `name` identifies the model, so stored vectors made by another model are recomputed.
+    unit L2 norm (a text with no features may give a zero row); the same text always gives the
+    same row. An optional `name` attribute labels the model in the store's records.
     """
-
-    name: str
 
     @property
     def dim(self) -> int: ...

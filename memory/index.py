@@ -34,6 +34,20 @@ def _faiss() -> Any:
     return faiss
 
 
+_threads: dict[str, int] = {}
+
+
+def _use_threads(n: int) -> None:
+    """Set faiss's OpenMP thread count (0: all it started with), calling into OpenMP only on a
+    change, since even a no-op change costs about as much as a small search."""
+    faiss = _faiss()
+    default = _threads.setdefault("default", faiss.omp_get_max_threads())
+    want = n or default
+    if _threads.get("current") != want:
+        faiss.omp_set_num_threads(want)
+        _threads["current"] = want
+
+
 def _gpu_count() -> int:
     faiss = _faiss()
     if not hasattr(faiss, "StandardGpuResources"):
@@ -122,23 +136,18 @@ class VectorIndex:
         self, queries: np.ndarray, k: int, threads: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) per query row; rows are padded with id -1 when fewer exist.
-        `threads` caps the OpenMP threads (default: one for small searches, all otherwise)."""
+        `threads` sets the OpenMP threads (default: one for small searches, all for large ones)."""
         queries = self._check(queries)
         k = min(k, len(self))
         if k <= 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.float32), empty.astype(np.int64)
-        faiss = _faiss()
-        if threads is None and len(queries) * len(self) >= _PARALLEL_WORK:
-            return self._searcher().search(queries, k)
-        # Small searches run on one thread: starting an OpenMP team costs more than the work,
-        # and far more on a busy machine where the team's threads wait for cores.
-        threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(threads or 1)
-        try:
-            return self._searcher().search(queries, k)
-        finally:
-            faiss.omp_set_num_threads(threads)
+        if threads is None:
+            # Small searches run on one thread: starting an OpenMP team costs more than the work,
+            # and far more on a busy machine where the team's threads wait for cores.
+            threads = 0 if len(queries) * len(self) >= _PARALLEL_WORK else 1
+        _use_threads(threads)
+        return self._searcher().search(queries, k)
 
     def save(self, path: Path, stamp: dict[str, Any]) -> None:
         """Write the index and its stamp atomically (index first: a crash in between leaves a stamp

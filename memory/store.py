@@ -19,6 +19,7 @@ import random
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +55,16 @@ _SORTS = {
     "uses": "uses DESC, n",
     "recent": "created DESC, n DESC",
 }
+
+
+def _accumulate(stats: Insight | TaskStats, delta: float, success: int) -> dict[str, Any]:
+    """The statistics after one more use with credit `delta`."""
+    return {
+        "uses": stats.uses + 1,
+        "utility_sum": stats.utility_sum + delta,
+        "utility_sq": stats.utility_sq + delta * delta,
+        "successes": stats.successes + success,
+    }
 
 
 class ReadOnlyError(RuntimeError):
@@ -108,6 +119,7 @@ class MemoryStore:
         self._attempts: _Catalog | None = None
         self._seen = -1
         self._vectors_ok = True
+        self._embedding_token: str | None = None
         self._closed = False
 
     @classmethod
@@ -218,6 +230,7 @@ class MemoryStore:
             and float(np.dot(np.asarray(stored["probe"], dtype=np.float32), probe)) >= 0.999
         )
         if same:
+            self._embedding_token = stored.get("token")
             return
         if self.readonly:
             self._vectors_ok = stored is None
@@ -225,12 +238,15 @@ class MemoryStore:
         self._vectors_ok = False
         self._reembed_all()
         self._vectors_ok = True
+        # A new token invalidates any index.faiss built from the previous model's vectors.
+        self._embedding_token = uuid.uuid4().hex
         self.kv_set(
             _EMBEDDER_KEY,
             {
                 "dim": len(probe),
                 "probe": probe.tolist(),
                 "name": getattr(self.embedder, "name", type(self.embedder).__name__),
+                "token": self._embedding_token,
             },
         )
 
@@ -267,7 +283,7 @@ class MemoryStore:
         use_gpu = self.cfg.use_gpu_index
         with self._read() as conn:
             version = db.current_version(conn)
-            loaded, reason = VectorIndex.load(self.index_path, dim, {"version": version}, use_gpu)
+            loaded, reason = VectorIndex.load(self.index_path, dim, self._stamp(version), use_gpu)
             if loaded is None or not self._vectors_ok:
                 rows = conn.execute("SELECT n, embedding, text FROM insights").fetchall()
                 loaded = VectorIndex(dim, use_gpu)
@@ -319,10 +335,13 @@ class MemoryStore:
             self._load_catalogs(conn)
             self._seen = version
 
+    def _stamp(self, version: int) -> dict[str, Any]:
+        return {"version": version, "embedding": self._embedding_token}
+
     def _save_index(self) -> None:
         if self._insights is None or self._seen != self.version:
             return
-        self._insights.save(self.index_path, {"version": self._seen})
+        self._insights.save(self.index_path, self._stamp(self._seen))
 
     def save_index(self) -> None:
         """Write index.faiss now (a long-running writer may call this at checkpoints)."""
@@ -588,33 +607,7 @@ class MemoryStore:
                     "VALUES (?, ?, ?, ?, ?)",
                     (task.id, task.family, task.prompt, tx.now, db.vec_blob(vec)),
                 )
-            done = []
-            for iid in ids:
-                ins = tx.get(iid)
-                if ins is None:
-                    continue
-                tx.put(
-                    ins.model_copy(
-                        update={
-                            "uses": ins.uses + 1,
-                            "utility_sum": ins.utility_sum + delta,
-                            "utility_sq": ins.utility_sq + delta * delta,
-                            "successes": ins.successes + int(reward >= 1.0),
-                        }
-                    )
-                )
-                st = tx.stat(iid, task.id) or TaskStats(insight_id=iid, task_id=task.id)
-                tx.put_stat(
-                    st.model_copy(
-                        update={
-                            "uses": st.uses + 1,
-                            "utility_sum": st.utility_sum + delta,
-                            "utility_sq": st.utility_sq + delta * delta,
-                            "successes": st.successes + int(reward >= 1.0),
-                        }
-                    )
-                )
-                done.append(iid)
+            done = [iid for iid in ids if self._credit_one(tx, iid, task.id, reward >= 1.0, delta)]
             tx.payload = {
                 "insight_ids": done,
                 "task_id": task.id,
@@ -625,6 +618,17 @@ class MemoryStore:
                 "missing": [i for i in ids if i not in done],
             }
         return done
+
+    @staticmethod
+    def _credit_one(tx: db.Tx, insight_id: str, task_id: str, success: bool, delta: float) -> bool:
+        ins = tx.get(insight_id)
+        if ins is None:
+            return False
+        step = {"delta": delta, "success": int(success)}
+        tx.put(ins.model_copy(update=_accumulate(ins, **step)))
+        st = tx.stat(insight_id, task_id) or TaskStats(insight_id=insight_id, task_id=task_id)
+        tx.put_stat(st.model_copy(update=_accumulate(st, **step)))
+        return True
 
     def task_stats(self, insight_id: str) -> list[TaskStats]:
         """An insight's credit per task."""
@@ -679,15 +683,16 @@ class MemoryStore:
             lambda i: i.model_copy(update={"status": status, "meta": {**i.meta, "status_reason": reason}}),
         )
 
-    def mark_absorbed(self, insight_id: str, checkpoint: str) -> Insight:
-        """Record that the insight was folded into the weights of `checkpoint`."""
+    def mark_absorbed(self, insight_id: str, checkpoint: str | None = None) -> Insight:
+        """Record that the insight was folded into the weights (of `checkpoint`; default: the
+        run's current checkpoint in kv["checkpoint"], if any)."""
+        checkpoint = checkpoint if checkpoint is not None else self.kv_get("checkpoint")
+        label = checkpoint if checkpoint is None or isinstance(checkpoint, str) else json.dumps(checkpoint)
         return self._update(
             "absorb",
             insight_id,
-            {"checkpoint": checkpoint},
-            lambda i: i.model_copy(
-                update={"absorbed": True, "meta": {**i.meta, "absorbed_into": checkpoint}}
-            ),
+            {"checkpoint": label},
+            lambda i: i.model_copy(update={"absorbed": True, "meta": {**i.meta, "absorbed_into": label}}),
         )
 
     def edit(self, insight_id: str, text: str) -> Insight:

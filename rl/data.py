@@ -17,7 +17,6 @@ Chains written by the learning loop are kept as JSON lines in `RUN_DIR/chains.js
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -226,8 +225,3 @@ def build_dpo_pairs(episodes: Sequence[Episode], render: Render,
     """One pair per episode whose tree has both a correct and an incorrect attempt."""
     pairs = [dpo_pair(ep, render, (insights or {}).get(ep.task.id, [])) for ep in episodes]
     return [p for p in pairs if p is not None]
-
-
-def dump_jsonl(rows: Iterable[BaseModel]) -> str:
-    """JSON lines of records (for manifests and debugging)."""
-    return "".join(json.dumps(r.model_dump(mode="json")) + "\n" for r in rows)

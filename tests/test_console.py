@@ -246,19 +246,21 @@ def test_line_chart_places_markers() -> None:
 REAL_SETTINGS = ["search.rollouts=4", "search.width=2", "search.max_depth=2", "search.step_tokens=32",
                  "search.answer_tokens=48", "loop.baseline_samples=2", "loop.analyst_tokens=80",
                  "loop.max_candidates=2", "loop.synthesize=false", "loop.pairs=2"]
-REAL_SUITE, REAL_BUDGET = "bbh/boolean_expressions", 24
+REAL_SUITE, REAL_TRAIN, REAL_TEST, REAL_BUDGET = "bbh/boolean_expressions", 3, 2, 16
 
 
-def build_real_run(where: Path) -> Path:
-    """`adapt` with the embedded SmolLM2 and MiniLM at a tiny budget: real episodes, credit, and
-    whatever insights the loop admits. Built once per test session (a marker file says it is done)."""
+def build_real_run(where: Path, budget: int = REAL_BUDGET, seed: int = 1) -> Path:
+    """`adapt` with the embedded SmolLM2 and MiniLM at a tiny budget: real baseline and MCTS
+    episodes, credit, and whatever insights the loop admits. Built once per test session (a marker
+    file says it is done) and shared by test_console_pty.py."""
     from insightloop.agent.adapt import adapt
     from insightloop.agent.config import load_config
 
     done = where / "adapt.json"
     if done.is_file():
         return where
-    result = adapt(REAL_SUITE, 4, 2, REAL_BUDGET, load_config(None, REAL_SETTINGS), run_dir=where, seed=1)
+    cfg = load_config(None, REAL_SETTINGS)
+    result = adapt(REAL_SUITE, REAL_TRAIN, REAL_TEST, budget, cfg, run_dir=where, seed=seed)
     done.write_text(result.model_dump_json(exclude={"train"}))
     return where
 
@@ -266,3 +268,74 @@ def build_real_run(where: Path) -> Path:
 @pytest.fixture(scope="session")
 def real_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_real_run(tmp_path_factory.getbasetemp() / "console-real-run")
+
+
+@pytest.mark.real
+def test_real_run_through_the_command_layer(real_run_dir: Path, tmp_path: Path) -> None:
+    """Every read command on the run the embedded model produced, checked against the store."""
+    from insightloop.agent.console import open_inspector
+
+    inspector, close = open_inspector(real_run_dir)
+    try:
+        episodes = inspector.store.list_episodes()
+        assert episodes, "the learning loop stored no episode"
+        listed = render(inspector.execute("episodes --limit 100"), width=220)
+        assert all(ep.id in listed for ep in episodes)
+        searched = next((ep for ep in reversed(episodes) if len(ep.tree.nodes) > 1), episodes[-1])
+        tree = render(inspector.execute(f"episode {searched.id}"), width=220)
+        assert searched.task.id in tree and "#0 root" in tree
+        for node in searched.tree.nodes[1:4]:
+            assert f"#{node.id} n={node.visits} v={node.value:.2f}" in tree
+            detail = render(inspector.execute(f"episode {searched.id} --node {node.id}"), width=220)
+            assert node.step_text.strip().splitlines()[0][:40] in detail
+        budget = render(inspector.execute("budget"))
+        assert f" {sum(ep.rollouts for ep in episodes)} " in budget
+        png = tmp_path / "curve.png"
+        curve = render(inspector.execute(f"curve --png {png}"), width=140)
+        scored = sum(ep.reward is not None for ep in episodes)
+        assert f"episodes: {scored}" in curve and png.stat().st_size > 5000
+        versions = render(inspector.execute("versions --limit 1000"), width=220)
+        assert "baseline" in versions and "episode" in versions
+        for ins in inspector.store.list_insights(status=None):
+            shown = render(inspector.execute(f"insight {ins.id}"), width=220)
+            assert ins.text[:40] in shown and ins.source_episodes[0] in shown
+            if "positive" in ins.meta:
+                assert "▶" in shown and "contrast pair" in shown
+        found = render(inspector.execute("search true and false"), width=220)
+        assert "nearest" in found or "no insights" in found
+    finally:
+        close()
+
+
+@pytest.mark.real
+def test_real_curation_is_recorded_and_visible_in_diff(real_run_dir: Path, tmp_path: Path) -> None:
+    """approve / reject / edit through a briefly opened writer (real MiniLM re-embedding on edit)."""
+    import shutil
+
+    from insightloop.agent.console import open_inspector
+    from insightloop.memory.embed import make_embedder
+
+    run = tmp_path / "run"
+    shutil.copytree(real_run_dir, run)
+    with MemoryStore.open(run, make_embedder("embedded"), MemoryConfig()) as store:
+        if not store.list_insights(status="active"):  # the tiny budget may admit none: curate one added here
+            ins, _ = store.add_insight("When an expression mixes not, and, or: evaluate not first.",
+                                       "strategy", "boolean expressions", REAL_SUITE, None, None, "human", {})
+            store.record_admission(ins.id, True, "added by hand")
+    inspector, close = open_inspector(run)
+    try:
+        target = inspector.store.list_insights(status="active")[0]
+        start = inspector.store.version
+        assert "-> retired" in render(inspector.execute(f"reject {target.id} not general enough"))
+        assert "-> active" in render(inspector.execute(f"approve {target.id}"))
+        edited = "When an expression mixes operators, evaluate not before and, and and before or."
+        assert "edited" in render(inspector.execute(f'edit {target.id} "{edited}"'))
+        assert inspector.store.version == start + 3
+        assert inspector.store.get(target.id).text == edited
+        diff = render(inspector.execute(f"diff {start} {start + 3}"), width=240)
+        assert "modified" in diff and edited[:60] in diff
+        assert [e.kind for e in inspector.store.events(start)] == ["status", "status", "edit"]
+        hits = inspector.store.search("evaluate not before and", 1)
+        assert hits and hits[0][0].id == target.id  # the edit re-embedded the text
+    finally:
+        close()

@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 from insightloop.agent.config import MemoryConfig
 from insightloop.memory.embed import HashingEmbedder
 from insightloop.memory.store import MemoryStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_console import make_episode, real_run_dir  # noqa: E402,F401  (the shared real run)
+from test_console import build_real_run, make_episode  # noqa: E402  (shared with the layer tests)
 
 CLI = str(Path(sys.executable).parent / "insightloop")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[=>]|\r")
@@ -155,7 +154,9 @@ def test_piped_input_and_command_mode(small_run: tuple[Path, Path], tmp_path: Pa
 
 
 @pytest.mark.real
-def test_pty_session_on_a_real_run(real_run_dir: Path, tmp_path: Path) -> None:
-    """The same session on a run directory the embedded model produced (MiniLM embedder)."""
-    listed, text = _interactive_session(real_run_dir, None, tmp_path)
+def test_pty_session_on_a_real_run(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """The same session on the run directory the embedded model produced (MiniLM embedder); the
+    directory is built once per session and shared with test_console.py."""
+    run = build_real_run(tmp_path_factory.getbasetemp() / "console-real-run")
+    listed, text = _interactive_session(run, None, tmp_path)
     assert "baseline" in listed or "train" in listed

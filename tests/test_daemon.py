@@ -383,3 +383,23 @@ def test_serve_runs_until_idle_on_a_worker_thread(tmp_path: Path) -> None:
     drop(tmp_path, "a.jsonl", [task_line(1), task_line(2)])
     assert serve(d, exit_when_idle=True) is False
     assert learner.runs == ["t1", "t2"] and read_status(tmp_path).state == "stopped"  # type: ignore[union-attr]
+
+
+def test_status_command_prints_table_and_json(tmp_path: Path) -> None:
+    from insightloop.agent.cli import app
+    from typer.testing import CliRunner
+
+    d, _, _ = make(tmp_path, rollouts_per_hour=100)
+    drop(tmp_path, "a.jsonl", [task_line(1), "{bad"])
+    drain(d)
+    d.close()
+    runner = CliRunner()
+    out = runner.invoke(app, ["status", "--run-dir", str(tmp_path), "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["running"] is False and data["counters"]["done"] == 1 and data["counters"]["failed"] == 1
+    table = runner.invoke(app, ["status", "--run-dir", str(tmp_path)], env={"COLUMNS": "120"})
+    assert table.exit_code == 0
+    assert "1 done, 1 failed, 0 pending" in table.output and "2 used (cap 100, 98 left)" in table.output
+    missing = runner.invoke(app, ["status", "--run-dir", str(tmp_path / "nope")])
+    assert missing.exit_code == 1 and "no status.json" in missing.output

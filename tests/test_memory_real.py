@@ -227,3 +227,19 @@ def test_sigkill_mid_batch_loses_nothing_committed(tmp_path, embedder):
         hits = store.search("Lesson 7: count the 0 kinds of items in group 7 twice.", 1)
         assert hits[0][0].text.startswith("Lesson 7:")
         assert store.add_insight("a lesson written after the crash", status="active")[1]
+
+
+@pytest.mark.gpu
+def test_gpu_index_search_matches_cpu():
+    from insightloop.memory.index import VectorIndex, _gpu_count
+
+    if _gpu_count() == 0:
+        pytest.skip("faiss has no GPU support here")
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((2000, 384)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    gpu, cpu = VectorIndex(384, use_gpu=True), VectorIndex(384, use_gpu=False)
+    for index in (gpu, cpu):
+        index.add(np.arange(2000), vecs)
+    assert np.array_equal(gpu.search(vecs[:5], 3)[1], cpu.search(vecs[:5], 3)[1])
+    assert gpu._gpu is not None

@@ -357,13 +357,29 @@ def test_index_is_saved_and_rebuilt_when_missing_stale_or_corrupt(tmp_path):
     assert reopen_state() == "loaded"
 
 
-def test_changing_the_embedder_reembeds(tmp_path):
+class _Reversed(HashingEmbedder):
+    """Same dimension, different vectors: stands in for another model."""
+
+    def encode(self, texts):
+        return super().encode(texts)[:, ::-1].copy()
+
+
+@pytest.mark.parametrize("other", [HashingEmbedder(dim=64), _Reversed()], ids=["other-dim", "same-dim"])
+def test_changing_the_embedder_reembeds(tmp_path, other):
     with _open(tmp_path) as s:
         a, _ = s.add_insight("lesson about parity of sums", status="active")
-        s.search("parity", 1)
-    with MemoryStore.open(tmp_path, HashingEmbedder(dim=64), MemoryConfig()) as s:
-        assert s.search("lesson about parity of sums", 1)[0][0].id == a.id
+        s.add_insight("sorting words alphabetically", status="active")
+        assert s.search("parity", 1)[0][0].id == a.id
+    with MemoryStore.open(tmp_path, other, MemoryConfig(), readonly=True) as r:
+        hit, score = r.search("lesson about parity of sums", 1)[0]
+        assert hit.id == a.id and score == pytest.approx(1.0, abs=1e-5)
+    with MemoryStore.open(tmp_path, other, MemoryConfig()) as s:
+        hit, score = s.search("lesson about parity of sums", 1)[0]
+        assert hit.id == a.id and score == pytest.approx(1.0, abs=1e-5)
         assert "rebuilt" in s.index_state
+    with MemoryStore.open(tmp_path, other, MemoryConfig()) as s:
+        assert s.search("lesson about parity of sums", 1)[0][1] == pytest.approx(1.0, abs=1e-5)
+        assert s.index_state == "loaded"
 
 
 def test_a_replayed_seed_never_overwrites_a_stored_insight(tmp_path):

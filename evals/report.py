@@ -1,0 +1,189 @@
+"""Writing a harness run out: results.json, a Markdown table and two PNG plots.
+
+- `results.json`: the `Results` model (spec, full config, machine, every run record, aggregates),
+  written atomically; `load_results` reads it back, so a run can be resumed or re-reported.
+- `results.md`: per suite and method, mean accuracy ± the 95 % t-interval half-width over seeds,
+  learning rollouts used, prompt tokens per test problem and wall time; then the mean over suites.
+- `accuracy_vs_rollouts.png`: per suite, each method's mean test accuracy against the learning
+  rollouts it used (a line from the unlearned model at 0 rollouts), with the interval as error bars.
+- `prompt_tokens.png`: mean prompt tokens per test problem per method.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from insightloop.evals.harness import Aggregate, Results
+
+JSON_NAME = "results.json"
+MD_NAME = "results.md"
+CURVE_PNG = "accuracy_vs_rollouts.png"
+TOKENS_PNG = "prompt_tokens.png"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def save_json(res: Results, out: Path) -> Path:
+    path = out / JSON_NAME
+    _atomic_write(path, res.model_dump_json(indent=1))
+    return path
+
+
+def load_results(path: str | Path) -> Results:
+    """A results.json (or the folder holding one)."""
+    p = Path(path)
+    p = p / JSON_NAME if p.is_dir() else p
+    return Results.model_validate_json(p.read_text(encoding="utf-8"))
+
+
+def _pct(x: float) -> str:
+    return "-" if math.isnan(x) else f"{100 * x:.1f}"
+
+
+def _cell(a: Aggregate) -> str:
+    acc = f"{_pct(a.accuracy)} ± {_pct(a.ci95)}" if a.seeds > 1 else _pct(a.accuracy)
+    return acc + (f" ({a.failed} failed)" if a.failed else "")
+
+
+def _row(a: Aggregate, label: str) -> str:
+    return (
+        f"| {label} | {a.method} | {_cell(a)} | {a.seeds} | {a.rollouts:.1f} | "
+        f"{a.prompt_tokens_per_problem:.0f} | {a.seconds:.0f} |"
+    )
+
+
+def overall(aggs: Sequence[Aggregate]) -> list[tuple[str, float, float, float]]:
+    """Per method: mean accuracy over suites, mean prompt tokens per problem, mean seconds per run."""
+    out = []
+    for method in dict.fromkeys(a.method for a in aggs):
+        rows = [a for a in aggs if a.method == method and a.seeds > 0]
+        if rows:
+            out.append(
+                (
+                    method,
+                    statistics.fmean(a.accuracy for a in rows),
+                    statistics.fmean(a.prompt_tokens_per_problem for a in rows),
+                    statistics.fmean(a.seconds for a in rows),
+                )
+            )
+    return out
+
+
+def markdown(res: Results) -> str:
+    """The results table (accuracy in %, mean ± 95 % t-interval half-width over seeds)."""
+    s = res.spec
+    lines = [
+        f"Suites: {', '.join(s.suites)}. {s.n_train} training and {s.n_test} test problems per seed, "
+        f"seeds {', '.join(map(str, s.seeds))}, learning budget {s.budget} rollouts per method and run. "
+        f"Total wall time {res.wall_seconds / 60:.1f} min on {res.machine.get('cpus')} CPU cores.",
+        "",
+        "| suite | method | test accuracy % (mean ± 95% CI) | seeds | rollouts used | "
+        "prompt tokens / test problem | wall s / run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for a in res.aggregates:
+        lines.append(_row(a, a.suite))
+    lines += [
+        "",
+        "Mean over suites:",
+        "",
+        "| method | test accuracy % | prompt tokens / test problem | wall s / run |",
+        "|---|---|---|---|",
+    ]
+    for method, acc, tok, sec in overall(res.aggregates):
+        lines.append(f"| {method} | {_pct(acc)} | {tok:.0f} | {sec:.0f} |")
+    failed = [r for r in res.records if r.error]
+    if failed:
+        lines += ["", "Failed runs:", ""] + [
+            f"- {r.suite} / {r.method} / seed {r.seed}: {r.error}" for r in failed
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _plt():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(res: Results, path: Path) -> Path:
+    """Accuracy vs learning rollouts, one panel per suite, one line per method from the origin."""
+    plt = _plt()
+    suites = list(dict.fromkeys(a.suite for a in res.aggregates))
+    cols = min(2, max(1, len(suites)))
+    rows = math.ceil(len(suites) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.2 * rows), squeeze=False)
+    for ax, suite in zip(axes.flat, suites, strict=False):
+        aggs = [a for a in res.aggregates if a.suite == suite and a.seeds > 0]
+        base = next((a.accuracy for a in aggs if a.method == "none"), None)
+        for a in aggs:
+            xs, ys = (
+                ([0.0, a.rollouts], [base, a.accuracy])
+                if base is not None and a.method != "none"
+                else ([a.rollouts], [a.accuracy])
+            )
+            line = ax.plot(xs, [100 * y for y in ys], marker="o", label=a.method)[0]
+            ax.errorbar(
+                [a.rollouts],
+                [100 * a.accuracy],
+                yerr=[100 * (0 if math.isnan(a.ci95) else a.ci95)],
+                color=line.get_color(),
+                capsize=3,
+            )
+        ax.set_title(suite)
+        ax.set_xlabel("learning rollouts used")
+        ax.set_ylabel("test accuracy %")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(suites) :]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_tokens(res: Results, path: Path) -> Path:
+    """Mean prompt tokens per test problem per method (mean over suites)."""
+    plt = _plt()
+    rows = overall(res.aggregates)
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    ax.bar([r[0] for r in rows], [r[2] for r in rows], color="#4C72B0")
+    for i, r in enumerate(rows):
+        ax.text(i, r[2], f"{r[2]:.0f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("prompt tokens per test problem")
+    ax.set_title("prompt cost at test time (mean over suites)")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(res: Results, out: str | Path) -> dict[str, Path]:
+    """results.json, results.md and both PNGs in `out`; returns their paths."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"json": save_json(res, folder)}
+    md = folder / MD_NAME
+    _atomic_write(md, markdown(res))
+    paths["md"] = md
+    if res.aggregates:
+        paths["curves"] = plot_curves(res, folder / CURVE_PNG)
+        paths["tokens"] = plot_tokens(res, folder / TOKENS_PNG)
+    return paths

@@ -1,0 +1,259 @@
+"""The benchmark harness on a fake LM: identical splits, enforced budgets, the results schema."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+from insightloop.agent.budget import Budget
+from insightloop.agent.config import Config, load_config
+from insightloop.agent.lm import Generation, GenRequest
+from insightloop.evals import baselines, ours
+from insightloop.evals.harness import (
+    BudgetExceeded,
+    Context,
+    EvalSpec,
+    MethodResult,
+    RunSpec,
+    aggregate,
+    evaluate,
+    make_runs,
+    mean_ci,
+    run_eval,
+)
+from insightloop.evals.report import load_results, markdown, write_report
+from insightloop.memory.embed import HashingEmbedder
+
+LESSON = "When adding numbers, carry the tens digit before writing the answer."
+LEARNING = ["best-of-n", "episodic-rag", "reflect-success", "core"]
+
+
+def _h(*parts: object) -> int:
+    return int(hashlib.sha256(repr(parts).encode()).hexdigest(), 16)
+
+
+class FakeLM:
+    """Policy, analyst and reflector in one. The policy is right when its prompt holds the lesson,
+    a worked example or a past attempt; otherwise about one time in three when sampling."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def generate(self, reqs: list[GenRequest]) -> list[list[Generation]]:
+        self.calls += 1
+        return [[self._one(r, i) for i in range(r.n)] for r in reqs]
+
+    def _one(self, req: GenRequest, i: int) -> Generation:
+        system, user = req.messages[0].content, req.messages[-1].content
+        if "compare two attempts" in system:
+            return Generation(
+                text=f" lost the carry\nPIVOT: carry\nINSIGHT: {LESSON}",
+                prompt_tokens=40,
+                completion_tokens=20,
+            )
+        if "correct solution" in user:
+            return Generation(
+                text=" adding numbers, carry the tens digit first.", prompt_tokens=30, completion_tokens=10
+            )
+        answer = user.split("=")[-1].strip()
+        helped = any(k in system for k in ("carry the tens", "Worked example", "Past attempt"))
+        lucky = req.temperature > 0 and _h(req.seed, i, req.assistant_prefix, user) % 3 == 0
+        body = " add.\n\nAnswer: " + (answer if helped or lucky else "0")
+        return Generation(text=body, prompt_tokens=len(system + user) // 4, completion_tokens=5)
+
+
+def _suite(tmp_path: Path, n: int = 14) -> str:
+    path = tmp_path / "sums.jsonl"
+    lines = [
+        json.dumps(
+            {
+                "id": f"s{i}",
+                "prompt": f"Add {i} and {i + 7}. {i} + {i + 7} = {2 * i + 7}",
+                "answer": str(2 * i + 7),
+                "verifier": "numeric",
+                "family": "arith",
+            }
+        )
+        for i in range(n)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return f"jsonl:{path}"
+
+
+def _cfg() -> Config:
+    return load_config(
+        None,
+        [
+            "search.strategy=sample",
+            "search.rollouts=3",
+            "loop.baseline_samples=1",
+            "loop.pairs=2",
+            "loop.max_candidates=1",
+            "memory.top_k=3",
+        ],
+    )
+
+
+def _ctx(tmp_path: Path) -> Context:
+    return Context(_cfg(), policy=FakeLM(), embedder=HashingEmbedder(64), workdir=tmp_path / "work")
+
+
+def _run(tmp_path: Path, methods: list[str], seeds: list[int], budget: int = 9) -> tuple[EvalSpec, object]:
+    spec = EvalSpec(
+        suites=[_suite(tmp_path)], methods=methods, n_train=4, n_test=5, budget=budget, seeds=seeds
+    )
+    ctx = _ctx(tmp_path)
+    try:
+        return spec, run_eval(spec, ctx, keep_going=False)
+    finally:
+        ctx.close()
+
+
+def test_every_method_sees_the_same_split_and_stays_within_the_budget(tmp_path: Path) -> None:
+    spec, res = _run(tmp_path, ["none", *LEARNING], seeds=[0, 1])
+    recs = res.records  # type: ignore[attr-defined]
+    assert len(recs) == 2 * 5
+    for seed in (0, 1):
+        cell = [r for r in recs if r.seed == seed]
+        assert len({tuple(r.train_ids) for r in cell}) == 1
+        assert len({tuple(r.test_ids) for r in cell}) == 1
+        assert not set(cell[0].train_ids) & set(cell[0].test_ids)
+    assert {tuple(r.test_ids) for r in recs if r.seed == 0} != {
+        tuple(r.test_ids) for r in recs if r.seed == 1
+    }
+    for r in recs:
+        assert r.error is None
+        assert 0 <= r.rollouts <= spec.budget
+        assert len(r.scores) == spec.n_test
+        assert (r.rollouts == 0) == (r.method == "none")
+    # Rejection sampling spends the same ⌈9 / 4⌉ × 4 → capped-at-9 rollouts for the three sampling methods.
+    spent = {r.method: r.rollouts for r in recs if r.seed == 0}
+    assert spent["best-of-n"] == spent["episodic-rag"] == spent["reflect-success"] == spec.budget
+
+
+def test_learning_methods_beat_the_unlearned_fake(tmp_path: Path) -> None:
+    _, res = _run(tmp_path, ["none", *LEARNING], seeds=[0])
+    acc = {r.method: r.accuracy for r in res.records}  # type: ignore[attr-defined]
+    assert acc["none"] == 0.0  # greedy without help: always wrong
+    assert acc["best-of-n"] == 1.0 and acc["episodic-rag"] == 1.0
+    assert acc["reflect-success"] == 1.0  # its insight names the carry
+    core = next(r for r in res.records if r.method == "core")  # type: ignore[attr-defined]
+    assert core.accuracy == 1.0 and core.detail["insights_admitted"] >= 1
+
+
+def test_a_budget_overrun_is_refused(tmp_path: Path) -> None:
+    def greedy(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
+        budget.charge([], rollouts=run.budget + 1)
+        return MethodResult(report=evaluate(ctx, run))
+
+    spec = EvalSpec(suites=[_suite(tmp_path)], methods=["greedy"], n_train=4, n_test=3, budget=5, seeds=[0])
+    ctx = _ctx(tmp_path)
+    with pytest.raises(BudgetExceeded, match="over the budget of 5"):
+        run_eval(spec, ctx, methods={"greedy": greedy})
+    ctx.close()
+
+
+def test_a_failing_method_is_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
+    def broken(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
+        raise RuntimeError("no weights")
+
+    spec = EvalSpec(
+        suites=[_suite(tmp_path)], methods=["broken", "none"], n_train=4, n_test=3, budget=5, seeds=[0, 1]
+    )
+    ctx = _ctx(tmp_path)
+    res = run_eval(spec, ctx, methods={"broken": broken, "none": baselines.run_none})
+    ctx.close()
+    bad = [r for r in res.records if r.method == "broken"]
+    assert [r.error for r in bad] == ["RuntimeError: no weights"] * 2
+    agg = {a.method: a for a in res.aggregates}
+    assert agg["broken"].failed == 2 and agg["broken"].seeds == 0
+    assert agg["none"].seeds == 2
+
+
+def test_results_json_markdown_and_plots(tmp_path: Path) -> None:
+    spec, res = _run(tmp_path, ["none", "best-of-n"], seeds=[0, 1, 2])
+    paths = write_report(res, tmp_path / "out")  # type: ignore[arg-type]
+    back = load_results(tmp_path / "out")
+    assert back.spec == spec
+    assert back.config["search"]["strategy"] == "sample"  # the config is recorded for reproduction
+    assert {"python", "cpus", "torch"} <= set(back.machine)
+    assert [a.method for a in back.aggregates] == ["none", "best-of-n"]
+    assert all(a.seeds == 3 for a in back.aggregates)
+    raw = json.loads(paths["json"].read_text())
+    assert {"spec", "config", "machine", "records", "aggregates", "wall_seconds"} <= set(raw)
+    assert {
+        "suite",
+        "method",
+        "seed",
+        "accuracy",
+        "scores",
+        "rollouts",
+        "prompt_tokens_per_problem",
+        "train_ids",
+        "test_ids",
+        "seconds",
+    } <= set(raw["records"][0])
+    md = paths["md"].read_text()
+    assert "| best-of-n |" in md and "rollouts used" in md and "prompt tokens / test problem" in md
+    for key in ("curves", "tokens"):
+        assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Demonstrations cost prompt tokens: the table shows it.
+    agg = {a.method: a for a in back.aggregates}
+    assert agg["best-of-n"].prompt_tokens_per_problem > agg["none"].prompt_tokens_per_problem
+
+
+def test_resume_keeps_finished_runs(tmp_path: Path) -> None:
+    spec, first = _run(tmp_path, ["none"], seeds=[0])
+    calls: list[int] = []
+
+    def counting(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
+        calls.append(run.seed)
+        return baselines.run_none(ctx, run, budget)
+
+    spec2 = spec.model_copy(update={"seeds": [0, 1]})
+    ctx = _ctx(tmp_path)
+    res = run_eval(spec2, ctx, methods={"none": counting}, previous=first)  # type: ignore[arg-type]
+    ctx.close()
+    assert calls == [1] and len(res.records) == 2
+
+
+def test_splits_repeat_for_the_same_seed(tmp_path: Path) -> None:
+    spec = EvalSpec(suites=[_suite(tmp_path)], methods=["none"], n_train=4, n_test=5, budget=3, seeds=[3])
+    a, b = make_runs(spec, _cfg()), make_runs(spec, _cfg())
+    assert [t.id for t in a[0].train] == [t.id for t in b[0].train]
+    assert [t.id for t in a[0].test] == [t.id for t in b[0].test]
+    assert a[0].cfg.seed == 3 and a[0].cfg.search.seed == 3
+
+
+def test_fold_and_grpo_plans_fit_the_budget(tmp_path: Path) -> None:
+    spec = EvalSpec(suites=[_suite(tmp_path)], methods=["none"], n_train=5, n_test=3, budget=30, seeds=[0])
+    cfg = _cfg()
+    cfg.fold = cfg.fold.model_copy(update={"group_size": 4, "batch_size": 2})
+    run = make_runs(spec, cfg)[0]
+    steps, reserved = ours.fold_plan(run, 30)
+    assert steps == 1 and reserved == 4 * 2 + 2  # one step of two groups, and the gate's 2 × 1 held-out task
+    per_step, grpo_steps = baselines.grpo_plan(run, Budget(max_rollouts=30))
+    assert per_step == 2 and grpo_steps * 4 * per_step <= 30 and (grpo_steps + 1) * 4 * per_step > 30
+
+
+def test_mean_ci_and_aggregate_math() -> None:
+    m, h = mean_ci([0.2, 0.4, 0.6])
+    assert m == pytest.approx(0.4) and h == pytest.approx(4.303 * 0.2 / math.sqrt(3), rel=1e-3)
+    assert mean_ci([0.5]) == (0.5, 0.0)
+    assert aggregate([]) == []
+
+
+def test_markdown_names_failures(tmp_path: Path) -> None:
+    def broken(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
+        raise ValueError("bad")
+
+    spec = EvalSpec(suites=[_suite(tmp_path)], methods=["broken"], n_train=4, n_test=3, budget=5, seeds=[0])
+    ctx = _ctx(tmp_path)
+    res = run_eval(spec, ctx, methods={"broken": broken})
+    ctx.close()
+    assert "Failed runs" in markdown(res) and "ValueError: bad" in markdown(res)
