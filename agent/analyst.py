@@ -8,9 +8,10 @@ actionable insights ("When ..., do/avoid ..."). Two output formats fill the same
 
 - `json`: a JSON object validated against the schema; an invalid reply is retried with the
   validation error fed back (tenacity, bounded by `retries`).
-- `lines`: fixed `KEY: value` lines, for small models that cannot write JSON. The assistant turn is
-  pre-filled with the first key, and a missing `INSIGHT:` line is forced with a second, pre-filled
-  call: prefix-constrained decoding that keeps even a 135M model in the template.
+- `lines`: fixed `KEY: value` lines, for small models that cannot write JSON. Each line is
+  generated in its own batched call whose assistant text is pre-filled with the key and the
+  line's opening words ("INSIGHT: When"): prefix-constrained decoding that keeps even a 135M model
+  in the template instead of copying it.
 
 `leak_reason` rejects insights that state the source problem's answer or copy its text.
 `synthesize` writes a fresh chain for the source problem from the analysis; it is kept only when
@@ -56,6 +57,8 @@ class CandidateInsight(BaseModel):
     @classmethod
     def _general_rule(cls, v: str) -> str:
         v = " ".join(v.split()).strip(" \"'-*")
+        if "<" in v and ">" in v:
+            raise ValueError("fill in the template: no <placeholders>")
         if len(v.split()) < 4:
             raise ValueError("an insight needs at least 4 words: 'When <situation>, <do/avoid ...>'")
         return v
@@ -82,10 +85,10 @@ JSON_SPEC = ('Reply with only a JSON object with these keys: "divergence_step" (
              '"applies_when": "<kind of problem>", "kind": one of "strategy", "constraint", "format", '
              '"pitfall"}.')
 
-LINES_SPEC = ("Reply with exactly these lines:\n"
-              "STEP: what went wrong at step {d} of the rejected attempt\n"
-              "PIVOT: the key difference in strategy\n"
-              "INSIGHT: When <kind of problem>, <do this / avoid that>.")
+LINES_SPEC = ("Reply with exactly three lines:\n"
+              "STEP: what went wrong at line {d} of the rejected attempt.\n"
+              "PIVOT: the key difference between the two attempts.\n"
+              "INSIGHT: a general rule for problems like this one, starting with 'When'.")
 
 
 def _clip(text: str, limit: int) -> str:
@@ -104,11 +107,12 @@ def render_pair(task: Task, pair: Pair, limit: int = 700) -> str:
     parts = [f"Problem:\n{_clip(task.prompt, limit)}",
              f"{good}:\n{_render_attempt(steps_of(pair.positive), limit)}",
              f"REJECTED attempt:\n{_render_attempt(steps_of(pair.negative), limit)}",
-             f"The attempts split at step {d}."]
-    if len(pair.siblings) >= 2:
+             f"The attempts first differ at line {d}."]
+    whole = {pair.positive.text.strip(), pair.negative.text.strip()}
+    if len(pair.siblings) >= 2 and pair.siblings[0].step_text.strip() not in whole:  # samples: nothing new
         best, worst = pair.siblings[0], pair.siblings[-1]
-        parts.append(f"At step {d} the search scored '{_clip(best.step_text, 160)}' at {best.value:.2f} "
-                     f"and '{_clip(worst.step_text, 160)}' at {worst.value:.2f}.")
+        parts.append(f"Where they split, the search scored '{_clip(best.step_text, 160)}' at "
+                     f"{best.value:.2f} and '{_clip(worst.step_text, 160)}' at {worst.value:.2f}.")
     return "\n\n".join(parts)
 
 
@@ -223,25 +227,28 @@ class Analyst:
         raise AnalystFormatError("unreachable")  # Retrying either returns or reraises
 
     def _analyze_lines(self, task: Task, pairs: list[Pair], budget: Budget) -> list[Analysis | None]:
+        """Fill the fields one at a time, each pre-filled with its key and opening words.
+
+        A small model shown a format spec tends to copy it; starting every line for it (and
+        stopping at the newline) is prefix-constrained decoding: it can only write the content.
+        """
         convs = [[Message(role="system", content=SYSTEM),
                   Message(role="user", content=render_pair(task, p) + "\n\n"
                           + LINES_SPEC.format(d=p.divergence + 1))] for p in pairs]
-        gens = self._generate([self._requests(m, prefix="STEP:") for m in convs], budget)
-        heads = [("STEP:" + g.text).split("\nINSIGHT")[0].rstrip() for g in gens]
-        out = [_try_lines("STEP:" + g.text, p.divergence + 1) for g, p in zip(gens, pairs, strict=True)]
-        missing = [i for i, a in enumerate(out) if a is None]
-        if not missing or budget.exhausted():
-            return out
-        # No usable insight line: force one by pre-filling its template (prefix-constrained decoding).
-        reqs = [self._requests(convs[i], prefix=heads[i] + FORCE, max_tokens=48, stop=("\n",))
-                for i in missing]
-        forced = self._generate(reqs, budget)
-        for i, g in zip(missing, forced, strict=True):
-            out[i] = _try_lines(heads[i] + FORCE + g.text, pairs[i].divergence + 1)
-        return out
+        texts = [""] * len(pairs)
+        tokens = max(16, self.max_tokens // len(FIELDS))
+        for key, lead in FIELDS:
+            if budget.exhausted():
+                break
+            heads = [f"{texts[i]}{key}: {lead.format(d=p.divergence + 1)}" for i, p in enumerate(pairs)]
+            gens = self._generate([self._requests(convs[i], prefix=heads[i], max_tokens=tokens, stop=("\n",))
+                                   for i in range(len(pairs))], budget)
+            texts = [f"{h}{g.text.rstrip()}\n" for h, g in zip(heads, gens, strict=True)]
+        return [_try_lines(t, p.divergence + 1) for t, p in zip(texts, pairs, strict=True)]
 
 
-FORCE = "\nINSIGHT: When"
+FIELDS = (("STEP", "At line {d}, the rejected attempt"), ("PIVOT", "The accepted attempt"),
+          ("INSIGHT", "When"))
 
 
 def _try_lines(text: str, divergence: int) -> Analysis | None:

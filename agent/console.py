@@ -884,11 +884,17 @@ def _read_line(prompt: str, tty: bool, console: Console) -> str | None:
     if tty:
         try:
             return input(prompt)
-        except EOFError:
+        except EOFError:  # Ctrl-D: leave on a fresh line
+            console.print()
             return None
     console.print(prompt, end="")
     line = sys.stdin.readline()
-    return line.rstrip("\n") if line else None
+    if not line:
+        console.print()
+        return None
+    # Echo the command, so a piped session reads as a transcript.
+    console.print(line.rstrip("\n"), markup=False, highlight=False)
+    return line.rstrip("\n")
 
 
 def run_command(inspector: Inspector, console: Console, line: str) -> bool:
@@ -911,17 +917,19 @@ def run_shell(inspector: Inspector, console: Console, tty: bool | None = None) -
                                 "  — 'help' lists commands, Tab completes, 'quit' leaves"))
     try:
         while True:
-            line = _read_line("inspect> ", tty, console)
-            if line is None or line.strip().lower() in ("quit", "exit"):
-                break
-            run_command(inspector, console, line)
+            try:
+                line = _read_line("inspect> ", tty, console)
+                if line is None or line.strip().lower() in ("quit", "exit"):
+                    break
+                run_command(inspector, console, line)
+            except KeyboardInterrupt:  # Ctrl-C drops the line or the command in progress, not the console
+                console.print(Text("\n(interrupted; 'quit' leaves)", style="yellow"))
             if not tty:
                 console.print()
     finally:
         if save_history is not None:
             save_history()
     console.print("bye")
-
 
 
 def inspect_main(run_dir: Path, commands: Sequence[str], config_path: str | None = None,

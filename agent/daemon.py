@@ -566,6 +566,7 @@ class Daemon:
             out = Outcome(error=f"{type(e).__name__}: {e}", backend=self.stats.all_failed)
         with self._txn():
             self.windows.record(self.clock(), budget)
+            self.windows.prune(self.clock())  # the ledger only needs the longest window
         return out
 
     def _backend_failure(self, label: str, error: str) -> Step:
@@ -727,13 +728,32 @@ def serve(daemon: Daemon, exit_when_idle: bool = False) -> bool:
     return abandoned
 
 
+class CheckpointSync:
+    """Keeps the live policy on RUN_DIR's current checkpoint: loads it at start, and again whenever
+    a fold (which may run inside the loop with no handle on this backend) moves CURRENT. Called
+    after every step; returns the checkpoint's name for the status (None = base weights)."""
+
+    def __init__(self, run_dir: Path, policy: GuardedLM) -> None:
+        self.run_dir = run_dir
+        self.policy = policy
+        self.loaded: Path | None = None
+
+    def __call__(self) -> str | None:
+        from insightloop.rl import checkpoints
+
+        folder = checkpoints.current(self.run_dir)
+        if folder is not None and folder != self.loaded and hasattr(self.policy.inner, "load_weights"):
+            self.policy.load_weights(folder)
+            self.loaded = folder
+        return folder.name if folder is not None else None
+
+
 def build_daemon(run_dir: Path, cfg: Config, stop: threading.Event, logger: logging.Logger) -> Daemon:
     """The real daemon: backends (with the current checkpoint's weights), memory store, learner."""
     from insightloop.agent.backends import make_lm
     from insightloop.agent.loop import Learner
     from insightloop.memory.embed import make_embedder
     from insightloop.memory.store import MemoryStore
-    from insightloop.rl import checkpoints
 
     stats = CallStats()
     rng = random.Random(cfg.seed)
@@ -742,9 +762,8 @@ def build_daemon(run_dir: Path, cfg: Config, stop: threading.Event, logger: logg
         return GuardedLM(lm, stats, stop, cfg.daemon.lm_retries, cfg.daemon.lm_backoff_s)
 
     policy = guard(make_lm(cfg.policy))
-    ckpt = checkpoints.current(run_dir)
-    if ckpt is not None and hasattr(policy.inner, "load_weights"):
-        policy.load_weights(ckpt)
+    sync = CheckpointSync(run_dir, policy)
+    sync()
     analyst = policy if cfg.analyst is None else guard(make_lm(cfg.analyst))
     store = MemoryStore.open(run_dir, make_embedder(cfg.memory.embedder), cfg.memory)
 
@@ -752,13 +771,8 @@ def build_daemon(run_dir: Path, cfg: Config, stop: threading.Event, logger: logg
         log_event(logger, event)
 
     learner = Learner(policy, analyst, store, cfg, rng, on_event)
-
-    def current_checkpoint() -> str | None:
-        folder = checkpoints.current(run_dir)
-        return folder.name if folder is not None else None
-
     return Daemon(run_dir, cfg, learner, stats=stats, stop=stop, rng=rng,
-                  memory_version=lambda: store.version, checkpoint=current_checkpoint, logger=logger,
+                  memory_version=lambda: store.version, checkpoint=sync, logger=logger,
                   on_close=store.close)
 
 

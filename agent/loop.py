@@ -379,14 +379,20 @@ class Learner:
         return self.verifier_for(task).verify(task, text)
 
     def _admit(self, ep: Episode, cands: list[Candidate], budget: Budget) -> None:
-        """Each candidate alone in the prompt gets one counted try on its source problem."""
+        """Each candidate alone in the prompt gets one counted try on its source problem (batched)."""
+        from insightloop.agent.solve import solve_many
+
         loop = self.cfg.loop
+        left = budget.remaining_rollouts()
+        cands = cands[: len(cands) if left is None else left]
+        if not cands or not budget.allows(len(cands)):
+            return
         temp = loop.admission_temperature if loop.admission_temperature is not None else loop.eval_temperature
+        texts = iter([c[0] for c in cands])  # solve_many asks for insights once per task, in order
         scfg = self.eval_search(temperature=temp, rollouts=1)
-        for text, kind, pair, analysis in cands:
-            if not budget.allows(1):
-                return
-            trial = self._solve(ep.task, scfg, [text], budget)
+        trials = solve_many([ep.task] * len(cands), self.policy, scfg, lambda _t: [next(texts)],
+                            budget=budget, clock=self.clock)
+        for (text, kind, pair, analysis), trial in zip(cands, trials, strict=True):
             if not trial.correct:
                 self._reject(text, ep.task, FAIL_REASON)
                 continue

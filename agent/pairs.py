@@ -6,8 +6,8 @@ believed in them); soft negatives are correct but longer ones. `select_pairs` re
 a `hard_fraction` of them hard. When an episode has no correct attempt, `memory_pair` pairs the
 failure with a stored correct attempt of a similar problem instead.
 
-For each pair the divergence step is the first step where the two attempts differ; at that point
-the tree's sibling branches whose values differ give the step-level contrast.
+For each pair the divergence step is the first line where the two attempts differ; at the first
+differing tree node, the sibling branches whose values differ give the step-level contrast.
 """
 
 from __future__ import annotations
@@ -47,10 +47,7 @@ class Pair(BaseModel):
 
 
 def steps_of(traj: Trajectory) -> list[str]:
-    """The attempt as steps: the tree steps plus the rollout, or the text's non-empty lines."""
-    if traj.steps:
-        tail = traj.text[len("".join(traj.steps)):] if traj.text.startswith("".join(traj.steps)) else ""
-        return [s.strip() for s in traj.steps] + ([tail.strip()] if tail.strip() else [])
+    """The attempt as the analyst reads it: its non-empty lines (tree steps and rollout alike)."""
     return [line.strip() for line in traj.text.splitlines() if line.strip()]
 
 
@@ -59,17 +56,22 @@ def _norm(step: str) -> str:
 
 
 def divergence_step(a: Trajectory, b: Trajectory) -> int:
-    """Index of the first differing step (by tree node when both have nodes, else by text)."""
-    if a.node_ids and b.node_ids:
-        for i, (x, y) in enumerate(zip(a.node_ids, b.node_ids, strict=False)):
-            if x != y:
-                return i
-        return min(len(a.node_ids), len(b.node_ids))
+    """Index of the first differing line (a whole-attempt sample shares a node but not its text)."""
     sa, sb = steps_of(a), steps_of(b)
     for i, (x, y) in enumerate(zip(sa, sb, strict=False)):
         if _norm(x) != _norm(y):
             return i
     return min(len(sa), len(sb))
+
+
+def node_divergence(a: Trajectory, b: Trajectory) -> int | None:
+    """Depth of the first differing tree node, when both attempts are paths of the same tree."""
+    if not (a.node_ids and b.node_ids):
+        return None
+    for i, (x, y) in enumerate(zip(a.node_ids, b.node_ids, strict=False)):
+        if x != y:
+            return i
+    return min(len(a.node_ids), len(b.node_ids))
 
 
 def sibling_contrast(tree: SearchTree | None, pos: Trajectory, neg: Trajectory, at: int) -> list[Branch]:
@@ -140,9 +142,10 @@ def select_pairs(trajs: list[Trajectory], k: int, hard_fraction: float, rng: ran
 def make_pair(kind: PairKind, pos: Trajectory, neg: Trajectory, tree: SearchTree | None = None,
               source_task: str | None = None) -> Pair:
     """Build a pair, finding its divergence step and the sibling contrast there."""
-    at = divergence_step(pos, neg)
-    return Pair(kind=kind, positive=pos, negative=neg, divergence=at,
-                siblings=sibling_contrast(tree, pos, neg, at), source_task=source_task)
+    node_at = node_divergence(pos, neg)
+    siblings = sibling_contrast(tree, pos, neg, node_at) if node_at is not None else []
+    return Pair(kind=kind, positive=pos, negative=neg, divergence=divergence_step(pos, neg),
+                siblings=siblings, source_task=source_task)
 
 
 def memory_pair(failure: Trajectory, correct_text: str, source_task: str | None) -> Pair:

@@ -3,7 +3,8 @@
 Writes N reasoning-gym basic_arithmetic problems as inbox JSONL files (numeric verifier), runs the
 real daemon on the embedded model with tiny budgets, kills it with SIGKILL at random moments and
 restarts it until every task is answered, then reports tasks/hour, the daemon's resident memory
-(RSS) growth within a run, and lost / duplicated tasks (both must be 0).
+(RSS) growth within the final run (from its first finished task, and over its second half, once
+caches such as the backend's prefix KV cache have filled), and lost / duplicated tasks (both 0).
 
     python benchmarks/soak_daemon.py --tasks 200 --kills 6 [--run-dir DIR] [--json out.json]
 """
@@ -79,23 +80,24 @@ def done(run_dir: Path) -> int:
 
 def watch(proc: subprocess.Popen, run_dir: Path, kill_after: float | None) -> dict:
     """Sample RSS until the process exits or `kill_after` seconds pass (then SIGKILL it)."""
-    t0, samples, first_task_rss = time.monotonic(), [], None
+    t0, samples, timeline = time.monotonic(), [], []
     start_done = done(run_dir)
     while proc.poll() is None:
         if kill_after is not None and time.monotonic() - t0 >= kill_after:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             break
-        rss = rss_mb(proc.pid)
+        rss, n = rss_mb(proc.pid), done(run_dir) - start_done
         if rss is not None:
             samples.append(rss)
-            if first_task_rss is None and done(run_dir) > start_done:
-                first_task_rss = rss  # models loaded and one episode run: the baseline for growth
+            if n > 0 and (not timeline or timeline[-1][0] != n):
+                timeline.append((n, round(rss, 1)))  # RSS once models are loaded and episodes run
         time.sleep(0.5)
-    end_rss = samples[-1] if samples else None
+    half = [rss for n, rss in timeline if n >= timeline[-1][0] / 2] if timeline else []
     return {"seconds": time.monotonic() - t0, "tasks": done(run_dir) - start_done, "rc": proc.returncode,
-            "rss_first_task_mb": first_task_rss, "rss_end_mb": end_rss,
-            "rss_max_mb": max(samples, default=None)}
+            "rss_first_task_mb": timeline[0][1] if timeline else None,
+            "rss_mid_mb": half[0] if half else None, "rss_end_mb": samples[-1] if samples else None,
+            "rss_max_mb": max(samples, default=None), "timeline": timeline}
 
 
 def outbox_ids(run_dir: Path) -> list[str]:
@@ -119,15 +121,18 @@ def soak(run_dir: Path, args: argparse.Namespace) -> dict:
     wall = time.monotonic() - t0
     print(f"final run: {final['tasks']} tasks in {final['seconds']:.0f}s, exit {final['rc']}", flush=True)
     answered = outbox_ids(run_dir)
-    growth = (None if final["rss_first_task_mb"] is None or final["rss_end_mb"] is None
-              else round(final["rss_end_mb"] - final["rss_first_task_mb"], 1))
+    def growth(since: str) -> float | None:
+        a, b = final[since], final["rss_end_mb"]
+        return None if a is None or b is None else round(b - a, 1)
+
     return {
         "tasks": len(ids), "answered": len(set(answered)), "lost": len(set(ids) - set(answered)),
         "duplicated": len(answered) - len(set(answered)), "kills": args.kills, "wall_seconds": round(wall, 1),
         "tasks_per_hour": round(len(set(answered)) / wall * 3600, 1), "final_run_tasks": final["tasks"],
         "final_run_tasks_per_hour": round(final["tasks"] / max(final["seconds"], 1e-9) * 3600, 1),
         "rss_after_first_task_mb": final["rss_first_task_mb"], "rss_end_mb": final["rss_end_mb"],
-        "rss_growth_mb": growth, "rss_max_mb_any_run": max((r["rss_max_mb"] or 0) for r in runs),
+        "rss_growth_mb": growth("rss_first_task_mb"), "rss_growth_second_half_mb": growth("rss_mid_mb"),
+        "rss_max_mb_any_run": max((r["rss_max_mb"] or 0) for r in runs),
         "failed_files": sorted(p.name for p in (run_dir / "failed").iterdir()),
         "run_dir": str(run_dir), "runs": runs,
     }
@@ -135,7 +140,7 @@ def soak(run_dir: Path, args: argparse.Namespace) -> dict:
 
 SHOWN = ("tasks", "answered", "lost", "duplicated", "kills", "wall_seconds", "tasks_per_hour",
          "final_run_tasks", "final_run_tasks_per_hour", "rss_after_first_task_mb", "rss_end_mb",
-         "rss_growth_mb", "rss_max_mb_any_run")
+         "rss_growth_mb", "rss_growth_second_half_mb", "rss_max_mb_any_run")
 
 
 def main() -> None:

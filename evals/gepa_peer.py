@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from insightloop.agent.budget import Budget
+from insightloop.agent.lm import Generation
 from insightloop.agent.search.domain import SYSTEM_PROMPT
 from insightloop.evals.harness import Context, MethodResult, RunSpec, evaluate
 from insightloop.evals.tasks import Task
@@ -140,8 +141,9 @@ def data_of(task: Task) -> dict[str, Any]:
 
 def optimize(
     run: RunSpec, api_base: str, model_path: str, budget: int, evaluator: VerifierEvaluator, workdir: Path
-) -> tuple[str, Any]:
-    """Run `gepa.optimize` on the training problems; return the best system prompt and the result."""
+) -> tuple[str, Any, Generation]:
+    """Run `gepa.optimize` on the training problems; return the best system prompt, the result,
+    and the tokens GEPA's task and reflection calls used (as one `Generation` to charge)."""
     import gepa
     from gepa.adapters.default_adapter.default_adapter import DefaultAdapter
     from gepa.lm import LM as GepaLM
@@ -177,7 +179,10 @@ def optimize(
         raise_on_exception=False,
         display_progress_bar=False,
     )
-    return str(result.best_candidate[COMPONENT]), result
+    lms = [lm for lm in (adapter._lm, reflection) if lm is not None]
+    spent = Generation(text="", prompt_tokens=sum(lm.total_tokens_in for lm in lms),
+                       completion_tokens=sum(lm.total_tokens_out for lm in lms))
+    return str(result.best_candidate[COMPONENT]), result, spent
 
 
 def run_gepa(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
@@ -190,8 +195,8 @@ def run_gepa(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
     model_path = resolve_policy(run.cfg.policy.model)
     server = shared_server(ctx, model_path)
     evaluator = VerifierEvaluator(run.train)
-    best, result = optimize(run, server.api_base, model_path, cap, evaluator, ctx.scratch(run, "gepa"))
-    budget.charge([], rollouts=evaluator.calls)
+    best, result, spent = optimize(run, server.api_base, model_path, cap, evaluator, ctx.scratch(run, "gepa"))
+    budget.charge([spent], rollouts=evaluator.calls)
     changed = best.strip() != SYSTEM_PROMPT.strip()
     report = evaluate(ctx, run, (lambda _t: [best]) if changed else None)
     return MethodResult(

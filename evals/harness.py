@@ -248,8 +248,8 @@ def make_runs(spec: EvalSpec, cfg: Config) -> list[RunSpec]:
     from insightloop.evals.suites import load_suite, split
 
     runs = []
-    for suite in spec.suites:
-        for seed in spec.seeds:
+    for seed in spec.seeds:  # seed-major: a cut-short run still has every suite and method
+        for suite in spec.suites:
             limit = spec.n_train + spec.n_test if suite.startswith("rg/") else None
             train, test = split(load_suite(suite, limit=limit, seed=seed), spec.n_train, spec.n_test, seed)
             runs.append(

@@ -130,15 +130,18 @@ def plot_curves(res: Results, path: Path) -> Path:
     for ax, suite in zip(axes.flat, suites, strict=False):
         aggs = [a for a in res.aggregates if a.suite == suite and a.seeds > 0]
         base = next((a.accuracy for a in aggs if a.method == "none"), None)
-        for a in aggs:
+        span = max([a.rollouts for a in aggs] + [1.0])
+        for k, a in enumerate(aggs):
+            # Methods spending the same budget would hide each other: nudge each end point sideways.
+            x_end = a.rollouts + span * 0.012 * (k - len(aggs) / 2)
             xs, ys = (
-                ([0.0, a.rollouts], [base, a.accuracy])
+                ([0.0, x_end], [base, a.accuracy])
                 if base is not None and a.method != "none"
-                else ([a.rollouts], [a.accuracy])
+                else ([x_end], [a.accuracy])
             )
             line = ax.plot(xs, [100 * y for y in ys], marker="o", label=a.method)[0]
             ax.errorbar(
-                [a.rollouts],
+                [x_end],
                 [100 * a.accuracy],
                 yerr=[100 * (0 if math.isnan(a.ci95) else a.ci95)],
                 color=line.get_color(),
@@ -147,6 +150,7 @@ def plot_curves(res: Results, path: Path) -> Path:
         ax.set_title(suite)
         ax.set_xlabel("learning rollouts used")
         ax.set_ylabel("test accuracy %")
+        ax.set_ylim(-5, 105)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(suites) :]:
         ax.set_visible(False)

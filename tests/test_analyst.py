@@ -50,7 +50,7 @@ def _pair():  # noqa: ANN202
 
 def test_render_pair_names_the_verdicts_and_the_split() -> None:
     text = render_pair(TASK, _pair())
-    assert "ACCEPTED attempt" in text and "REJECTED attempt" in text and "split at step 2" in text
+    assert "ACCEPTED attempt" in text and "REJECTED attempt" in text and "differ at line 2" in text
 
 
 def test_parse_json_accepts_the_schema_and_explains_errors() -> None:
@@ -84,27 +84,35 @@ def test_json_retries_are_bounded() -> None:
 
 
 def test_auto_falls_back_to_lines_after_json_fails() -> None:
-    lines = " the tens.\nPIVOT: carry\nINSIGHT: When adding two-digit numbers, carry the tens digit."
-    lm = ScriptedLM(["not json", lines])
+    lm = ScriptedLM(["not json", " dropped the tens.", " carried.", " adding two-digit numbers, carry the tens."])
     a = Analyst(lm, "auto", retries=0).analyze(TASK, _pair(), Budget().start())
-    assert a is not None and a.step_critique == "the tens." and a.strategic_pivot == "carry"
-    assert lm.requests[-1].assistant_prefix == "STEP:"
+    assert a is not None and a.step_critique == "At line 2, the rejected attempt dropped the tens."
+    assert a.strategic_pivot == "The accepted attempt carried."
+    assert [i.text for i in a.insights] == ["When adding two-digit numbers, carry the tens."]
 
 
-def test_lines_force_a_missing_insight_with_a_prefilled_template() -> None:
-    lm = ScriptedLM([" dropped the carry\nPIVOT: carry the one", " adding numbers, always carry the one."])
+def test_lines_prefill_every_field_so_the_model_only_writes_content() -> None:
+    lm = ScriptedLM([" dropped the carry", " kept the carry\nmore", " adding numbers, always carry the one."])
     analyses = Analyst(lm, "lines").analyze_many(TASK, [_pair()], Budget().start())
     assert analyses[0] is not None
     assert analyses[0].insights[0].text == "When adding numbers, always carry the one."
-    forced = lm.requests[1]
-    assert forced.assistant_prefix.endswith("\nINSIGHT: When") and forced.stop == ("\n",)
+    prefixes = [r.assistant_prefix for r in lm.requests]
+    assert prefixes[0] == "STEP: At line 2, the rejected attempt"
+    assert prefixes[1].endswith("\nPIVOT: The accepted attempt") and prefixes[1].startswith(prefixes[0])
+    assert prefixes[2].endswith("kept the carry\nINSIGHT: When")
+    assert all(r.stop == ("\n",) for r in lm.requests)
 
 
-def test_lines_batch_all_pairs_in_one_call_and_unusable_output_gives_none() -> None:
-    lm = ScriptedLM([" x\nINSIGHT: When adding, carry the tens digit.", " y", " ok"])
+def test_lines_batch_all_pairs_per_field_and_unusable_output_gives_none() -> None:
+    lm = ScriptedLM([" a", " b", " c", " d", " adding, carry the tens digit.", " ok"])
     out = Analyst(lm, "lines").analyze_many(TASK, [_pair(), _pair()], Budget().start())
     assert out[0] is not None and out[1] is None  # 'When ok' is too short to be an insight
-    assert len(lm.requests) == 3
+    assert len(lm.requests) == 6  # three fields, each one batched call for both pairs
+
+
+def test_template_placeholders_are_not_insights() -> None:
+    with pytest.raises(AnalystFormatError):
+        parse_lines("INSIGHT: When <kind of problem>, <do this / avoid that>.")
 
 
 def test_parse_lines_drops_invalid_insights() -> None:

@@ -191,6 +191,19 @@ def test_curation_changes_the_store_and_shows_in_diff(inspector: Inspector, run_
     assert "already retired" in render(inspector.execute(f"reject {found['Always']}"))
 
 
+def test_reads_a_live_run_while_a_writer_commits(inspector: Inspector, run_dir: Path) -> None:
+    """The read-only console sees each committed change on its next command (as with a daemon)."""
+    before = inspector.store.version
+    with MemoryStore.open(run_dir, HashingEmbedder(), MemoryConfig()) as daemon:
+        ins, _ = daemon.add_insight("Check the units before answering.", "constraint", "", "arith", None,
+                                    None, "SmolLM2", {})
+        daemon.add_episode(make_episode(40, True, [], time.time()))
+        assert "Check the units" in render(inspector.execute("insights --sort recent"))
+        assert "ep040" in render(inspector.execute("episodes"))
+        assert f"v{before + 2}" in render(inspector.execute("versions"))
+        assert "Check the units" in render(inspector.execute("search units before answering"))
+
+
 def test_curation_needs_a_writer(run_dir: Path) -> None:
     with MemoryStore.open(run_dir, HashingEmbedder(), MemoryConfig(), readonly=True) as store:
         ro = Inspector(run_dir, store, writer=None)

@@ -38,8 +38,10 @@ class PtySession:
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 150, 0, 0))
+        # A new session with the terminal as its controlling tty, so Ctrl-C becomes SIGINT as for a user.
         self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env,
-                                     start_new_session=True, close_fds=True)
+                                     start_new_session=True, close_fds=True,
+                                     preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
         os.close(slave)
         self.raw = b""
         self.seen = 0
@@ -113,6 +115,9 @@ def _interactive_session(run: Path, config: Path | None, tmp: Path) -> tuple[str
         recalled = session.expect(PROMPT)
         session.send("insight no-such-id\n")
         missing = session.expect(PROMPT)
+        session.send("half a line\x03")  # Ctrl-C drops the line and keeps the console
+        session.expect("interrupted")
+        session.expect(PROMPT)
         session.send("quit\n")
         session.expect("bye")
         assert session.close() == 0
@@ -141,6 +146,7 @@ def test_piped_input_and_command_mode(small_run: tuple[Path, Path], tmp_path: Pa
                            env=_env(tmp_path), timeout=120)
     assert piped.returncode == 0, piped.stderr
     assert "When asked for a sum" in piped.stdout and "unknown command 'frobnicate'" in piped.stdout
+    assert "inspect> insights\n" in piped.stdout  # the command is echoed, so the output reads as a transcript
     assert piped.stdout.rstrip().endswith("bye")  # end of input leaves cleanly
     ok = subprocess.run(base + ["--command", "insights --sort uses", "-c", "episodes --failed"],
                         capture_output=True, text=True, env=_env(tmp_path), timeout=120)

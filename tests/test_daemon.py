@@ -403,3 +403,40 @@ def test_status_command_prints_table_and_json(tmp_path: Path) -> None:
     assert "1 done, 1 failed, 0 pending" in table.output and "2 used (cap 100, 98 left)" in table.output
     missing = runner.invoke(app, ["status", "--run-dir", str(tmp_path / "nope")])
     assert missing.exit_code == 1 and "no status.json" in missing.output
+
+
+def test_checkpoint_sync_loads_current_weights_once_and_after_a_fold(tmp_path: Path) -> None:
+    from insightloop.agent.daemon import CheckpointSync
+    from insightloop.rl import checkpoints
+
+    class Loadable(FakeLM):
+        def __init__(self) -> None:
+            super().__init__()
+            self.loaded: list[Path] = []
+
+        def load_weights(self, path: Path) -> None:
+            self.loaded.append(Path(path))
+
+    lm = Loadable()
+    sync = CheckpointSync(tmp_path, GuardedLM(lm, CallStats(), threading.Event()))
+    assert sync() is None and lm.loaded == []
+    for n in ("1", "2"):
+        folder = checkpoints.checkpoints_dir(tmp_path) / n
+        folder.mkdir(parents=True)
+        (folder / checkpoints.MANIFEST).write_text("{}")
+    checkpoints.set_current(tmp_path, checkpoints.checkpoints_dir(tmp_path) / "1")
+    assert sync() == "1" and sync() == "1" and [p.name for p in lm.loaded] == ["1"]
+    checkpoints.set_current(tmp_path, checkpoints.checkpoints_dir(tmp_path) / "2")
+    assert sync() == "2" and [p.name for p in lm.loaded] == ["1", "2"]
+
+
+def test_json_log_rotates(tmp_path: Path) -> None:
+    from insightloop.agent.status import close_log, open_log
+
+    log = open_log(tmp_path, max_bytes=10_000, backups=2)
+    for i in range(400):
+        log.info("tick", extra={"data": {"i": i, "pad": "x" * 50}})
+    close_log(log)
+    files = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert files == ["daemon.jsonl", "daemon.jsonl.1", "daemon.jsonl.2"]
+    assert all(json.loads(line)["msg"] == "tick" for line in (tmp_path / "logs" / "daemon.jsonl.1").open())

@@ -257,3 +257,24 @@ def test_markdown_names_failures(tmp_path: Path) -> None:
     res = run_eval(spec, ctx, methods={"broken": broken})
     ctx.close()
     assert "Failed runs" in markdown(res) and "ValueError: bad" in markdown(res)
+
+
+def test_gepa_is_scored_by_our_verifier_not_by_substring() -> None:
+    from gepa.adapters.default_adapter.default_adapter import ContainsAnswerEvaluator
+    from insightloop.evals.gepa_peer import BudgetStopper, VerifierEvaluator, data_of
+    from insightloop.evals.tasks import Task
+
+    task = Task(id="b1", family="bool", prompt="not ( True ) and ( True ) is", answer="False", verifier="boolean")
+    ours_ = VerifierEvaluator([task])
+    wrong = "False is tempting, but not False is True.\nAnswer: True"
+    assert ContainsAnswerEvaluator()(data_of(task), wrong).score == 1.0  # GEPA's default is fooled
+    assert ours_(data_of(task), wrong).score == 0.0
+    assert "correct answer is 'False'" in ours_(data_of(task), wrong).feedback
+    assert ours_(data_of(task), "Step 1: not True is False.\nAnswer: False").score == 1.0
+    assert ours_.calls == 3 and ours_.correct == 1
+
+    class State:
+        total_num_evals = 5
+
+    assert BudgetStopper(16, 11)(State()) is False  # 5 + 11 fits in 16
+    assert BudgetStopper(15, 11)(State()) is True
