@@ -243,7 +243,8 @@ class Analyst:
             heads = [f"{texts[i]}{key}: {lead.format(d=p.divergence + 1)}" for i, p in enumerate(pairs)]
             gens = self._generate([self._requests(convs[i], prefix=heads[i], max_tokens=tokens, stop=("\n",))
                                    for i in range(len(pairs))], budget)
-            texts = [f"{h}{g.text.rstrip()}\n" for h, g in zip(heads, gens, strict=True)]
+            # One line per field, even from a backend that ignores stop strings.
+            texts = [f"{h}{g.text.split(chr(10))[0].rstrip()}\n" for h, g in zip(heads, gens, strict=True)]
         return [_try_lines(t, p.divergence + 1) for t, p in zip(texts, pairs, strict=True)]
 
 

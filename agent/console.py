@@ -407,9 +407,8 @@ class Inspector:
                             ("wall seconds", f"{sum(e.seconds for e in episodes):.1f}")):
             table.add_row("episodes", item, str(value))
         status = _read_json(self.run_dir / "status.json")
-        for key, value in _flatten(status or {}):
-            if any(w in key for w in ("budget", "rollout", "token", "usd", "second", "cost", "spent")):
-                table.add_row("status.json", key, _plain(value))
+        for key, value in _status_rows(status or {}):
+            table.add_row("status.json", key, value)
         if status is None:
             table.caption = "no status.json (no daemon has run here): totals come from the stored episodes"
         return table
@@ -796,21 +795,31 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {"value": data}
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            yield from _flatten(value, name + ".")
-        else:
-            yield name, value
-
-
 def _plain(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:,.0f}" if value.is_integer() or abs(value) >= 1000 else f"{value:.4g}"
     return str(value)
+
+
+def _status_rows(status: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """The daemon's status.json as spend rows: state, each budget window (used, cap, left), counters."""
+    if "state" in status:
+        yield "state", str(status["state"])
+    budget = status.get("budget")
+    for name, entry in (budget.items() if isinstance(budget, dict) else []):
+        if isinstance(entry, dict) and "used" in entry:
+            cap = entry.get("cap")
+            cap = "" if cap is None else f" of {_plain(cap)}, {_plain(entry.get('left'))} left"
+            yield f"{name} this {entry.get('window', 'window')}", _plain(entry["used"]) + cap
+        elif not isinstance(entry, dict):
+            yield f"budget.{name}", _plain(entry)
+    counters = status.get("counters")
+    for name, value in (counters.items() if isinstance(counters, dict) else []):
+        yield f"tasks {name}", _plain(value)
+    if status.get("accuracy") is not None:
+        yield f"accuracy (last {status.get('accuracy_n', '?')})", _fmt(status["accuracy"], ".0%")
 
 
 def _compact(data: Any) -> str:

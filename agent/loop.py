@@ -423,10 +423,16 @@ class Learner:
 
         self._since_fold = 0
         self.emit(ev.FoldStarted(episodes=self.report.episodes))
-        result = fold(self.run_dir, self.cfg)
+        store = self.store if hasattr(self.store, "list_insights") else None
+        try:  # the live policy is handed to the fold, which reloads its weights when the gate passes
+            result = fold(self.run_dir, self.cfg, lm=self.policy, store=store)  # type: ignore[arg-type]
+        except ValueError as e:  # too little data to fold yet: reported, and learning goes on
+            self.emit(ev.FoldFinished(episodes=self.report.episodes, ok=False, detail={"error": str(e)}))
+            return
         self.report.folds += 1
-        self.emit(ev.FoldFinished(episodes=self.report.episodes, ok=bool(getattr(result, "accepted", True)),
-                                  detail={"checkpoint": str(getattr(result, "checkpoint", ""))}))
+        self.emit(ev.FoldFinished(episodes=self.report.episodes, ok=result.accepted,
+                                  detail={"checkpoint": result.checkpoint, "index": result.index,
+                                          "method": result.method}))
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, tasks: Sequence[Task], use_memory: bool, budget: Budget) -> EvalReport:
@@ -444,7 +450,7 @@ class Learner:
             return [i.text for i in found]
 
         eps = solve_many(list(tasks), self.policy, self.eval_search(), insights_for, budget=budget,
-                         clock=self.clock)
+                         max_active=self.cfg.policy.max_batch, clock=self.clock)
         items = [EvalItem(task_id=ep.task.id, correct=ep.correct, rollouts=ep.rollouts,
                           score=sum(t.reward for t in ep.trajectories) / max(1, len(ep.trajectories)),
                           prompt_tokens=ep.prompt_tokens, insight_ids=used.get(ep.task.id, []))

@@ -96,15 +96,17 @@ def _fmt(x: float | None, pct: bool = False) -> str:
 
 
 def report_table(s: SolveSummary) -> Table:
-    """Per-task rows, then the totals: accuracy, rollouts, tokens and seconds per task."""
-    table = Table(title=f"solve ({s.strategy}): {s.tasks} tasks", show_footer=True)
-    table.add_column("task", footer="accuracy " + _fmt(s.accuracy, pct=True))
-    table.add_column("answer", footer=f"vote {_fmt(s.vote_accuracy, pct=True)}")
-    table.add_column("reference")
+    """Per-task rows; the footer holds accuracy and the per-task means of rollouts, tokens, seconds."""
+    table = Table(title=f"solve ({s.strategy}): {s.tasks} tasks", show_footer=True,
+                  caption=f"accuracy {_fmt(s.accuracy, pct=True)} (vote {_fmt(s.vote_accuracy, pct=True)}); "
+                          f"footer: per-task means; wall {s.seconds:.1f}s")
+    table.add_column("task", footer="mean", overflow="fold", min_width=12)
+    table.add_column("answer", footer="")
+    table.add_column("ref", footer="")
     table.add_column("ok", justify="center", footer=f"{s.correct}/{s.labeled}")
-    table.add_column("rollouts", justify="right", footer=f"{_fmt(s.rollouts_per_task)}/task")
-    table.add_column("tokens", justify="right", footer=f"{s.tokens_per_task:.0f}/task")
-    table.add_column("seconds", justify="right", footer=f"{s.seconds_per_task:.1f}/task")
+    table.add_column("rollouts", justify="right", footer=_fmt(s.rollouts_per_task))
+    table.add_column("tokens", justify="right", footer=f"{s.tokens_per_task:.0f}")
+    table.add_column("sec", justify="right", footer=f"{s.seconds_per_task:.1f}")
     for r in s.rows:
         ok = "-" if r.correct is None else ("yes" if r.correct else "no")
         table.add_row(r.task_id, _short(r.answer), _short(r.reference), ok, str(r.rollouts), str(r.tokens),
@@ -112,7 +114,7 @@ def report_table(s: SolveSummary) -> Table:
     return table
 
 
-def _short(text: str | None, width: int = 24) -> str:
+def _short(text: str | None, width: int = 12) -> str:
     if text is None:
         return "-"
     one = " ".join(text.split())

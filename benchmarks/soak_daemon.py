@@ -96,7 +96,7 @@ def watch(proc: subprocess.Popen, run_dir: Path, kill_after: float | None) -> di
     half = [rss for n, rss in timeline if n >= timeline[-1][0] / 2] if timeline else []
     return {"seconds": time.monotonic() - t0, "tasks": done(run_dir) - start_done, "rc": proc.returncode,
             "rss_first_task_mb": timeline[0][1] if timeline else None,
-            "rss_mid_mb": half[0] if half else None, "rss_end_mb": samples[-1] if samples else None,
+            "rss_mid_mb": half[0] if half else None, "rss_end_mb": timeline[-1][1] if timeline else None,
             "rss_max_mb": max(samples, default=None), "timeline": timeline}
 
 

@@ -31,7 +31,7 @@ from insightloop.evals.tasks import Task
 
 COMPONENT = "system_prompt"
 MINIBATCH = 3
-REFLECTION_TOKENS = 384
+REFLECTION_TOKENS = 160
 
 
 def free_port() -> int:
@@ -180,8 +180,11 @@ def optimize(
         display_progress_bar=False,
     )
     lms = [lm for lm in (adapter._lm, reflection) if lm is not None]
-    spent = Generation(text="", prompt_tokens=sum(lm.total_tokens_in for lm in lms),
-                       completion_tokens=sum(lm.total_tokens_out for lm in lms))
+    spent = Generation(
+        text="",
+        prompt_tokens=sum(lm.total_tokens_in for lm in lms),
+        completion_tokens=sum(lm.total_tokens_out for lm in lms),
+    )
     return str(result.best_candidate[COMPONENT]), result, spent
 
 

@@ -191,3 +191,32 @@ def write_report(res: Results, out: str | Path) -> dict[str, Path]:
         paths["curves"] = plot_curves(res, folder / CURVE_PNG)
         paths["tokens"] = plot_tokens(res, folder / TOKENS_PNG)
     return paths
+
+
+def merge(parts: Sequence[Results]) -> Results:
+    """One `Results` from runs of the same settings over different suites or seeds (e.g. two
+    processes sharing the machine): records concatenated, aggregates recomputed, wall time = max."""
+    from insightloop.evals.harness import aggregate
+
+    if not parts:
+        raise ValueError("nothing to merge")
+    first = parts[0]
+    keep = {"suites", "seeds"}
+    for p in parts[1:]:
+        if p.spec.model_dump(exclude=keep) != first.spec.model_dump(exclude=keep) or p.config != first.config:
+            raise ValueError("cannot merge results of different settings (methods, sizes, budget or config)")
+    records = [r for p in parts for r in p.records]
+    spec = first.spec.model_copy(
+        update={
+            "suites": list(dict.fromkeys(s for p in parts for s in p.spec.suites)),
+            "seeds": sorted({s for p in parts for s in p.spec.seeds}),
+        }
+    )
+    return first.model_copy(
+        update={
+            "spec": spec,
+            "records": records,
+            "aggregates": aggregate(records),
+            "wall_seconds": max(p.wall_seconds for p in parts),
+        }
+    )

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.real
 
 OVERRIDES = ["search.strategy=sample", "search.rollouts=4", "search.answer_tokens=96", "loop.pairs=2",
              "loop.max_candidates=3", "loop.baseline_samples=1", "loop.analyst_tokens=96",
-             "loop.admission_temperature=0.8", "loop.synthesize=true"]
+             "loop.admission_temperature=0.8", "loop.synthesize=true", "policy.threads=1"]
 
 
 def test_adapt_learns_an_admitted_insight_with_provenance(tmp_path: Path) -> None:

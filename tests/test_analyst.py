@@ -84,7 +84,8 @@ def test_json_retries_are_bounded() -> None:
 
 
 def test_auto_falls_back_to_lines_after_json_fails() -> None:
-    lm = ScriptedLM(["not json", " dropped the tens.", " carried.", " adding two-digit numbers, carry the tens."])
+    lm = ScriptedLM(["not json", " dropped the tens.", " carried.",
+                     " adding two-digit numbers, carry the tens."])
     a = Analyst(lm, "auto", retries=0).analyze(TASK, _pair(), Budget().start())
     assert a is not None and a.step_critique == "At line 2, the rejected attempt dropped the tens."
     assert a.strategic_pivot == "The accepted attempt carried."

@@ -195,7 +195,7 @@ def test_truncate_at_stop_picks_the_earliest() -> None:
 def test_token_accounting_sums_to_usage() -> None:
     fake = FakeCompletion(texts=["a", "b", "c"])
     gens = _backend(fake).generate([GenRequest.chat("hi", n=3)])[0]
-    assert sum(g.prompt_tokens for g in gens) == 10
+    assert [g.prompt_tokens for g in gens] == [10, 10, 10]  # each sample saw the whole prompt
     assert sum(g.completion_tokens for g in gens) == 7
     assert all(g.cost_usd == 0.0 for g in gens)  # unknown model: no price
 
@@ -208,6 +208,17 @@ def test_cost_from_litellm_price_table() -> None:
     gen = LiteLLMBackend(cfg, completion=priced).generate([GenRequest.chat("hi")])[0][0]
     expected = litellm.cost_per_token(model="gpt-4o-mini", prompt_tokens=1000, completion_tokens=500)
     assert gen.cost_usd == pytest.approx(sum(expected)) and gen.cost_usd > 0
+
+
+def test_cost_of_n_choices_is_counted_once() -> None:
+    def priced(**kw: Any) -> litellm.ModelResponse:
+        return _response(["a", "b"], prompt=1000, completion=500, model="gpt-4o-mini")
+
+    cfg = ModelConfig(backend="litellm", model="gpt-4o-mini")
+    gens = LiteLLMBackend(cfg, completion=priced).generate([GenRequest.chat("hi", n=2)])[0]
+    expected = litellm.cost_per_token(model="gpt-4o-mini", prompt_tokens=1000, completion_tokens=500)
+    assert sum(g.cost_usd for g in gens) == pytest.approx(sum(expected)) and gens[1].cost_usd == 0.0
+    assert [g.completion_tokens for g in gens] == [250, 250]
 
 
 def test_length_finish_reason() -> None:

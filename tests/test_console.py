@@ -87,7 +87,9 @@ def run_dir(tmp_path: Path) -> Path:
                             status="accepted" if accepted else "rejected")
         (folder / "manifest.json").write_text(manifest.model_dump_json())
     (tmp_path / "checkpoints" / "CURRENT").write_text("1\n")
-    (tmp_path / "status.json").write_text(json.dumps({"state": "running", "budget": {"rollouts_used": 36}}))
+    (tmp_path / "status.json").write_text(json.dumps({
+        "state": "running", "budget": {"rollouts": {"window": "hour", "used": 36.0, "cap": 100, "left": 64}},
+        "counters": {"done": 12}, "accuracy": 0.75, "accuracy_n": 12}))
     return tmp_path
 
 
@@ -223,7 +225,7 @@ def test_budget_sums_episodes_and_reads_status(inspector: Inspector) -> None:
     out = render(inspector.execute("budget"))
     assert "rollouts" in out and " 36 " in out  # 12 episodes x 3 rollouts, and status.json's field
     assert "1680" in out  # 12 x 140 tokens
-    assert "budget.rollouts_used" in out
+    assert "36 of 100, 64 left" in out and "rollouts this hour" in out and "75%" in out
 
 
 def test_checkpoints_show_gate_results(inspector: Inspector) -> None:
@@ -256,25 +258,36 @@ def test_line_chart_places_markers() -> None:
 
 
 # ---- a run directory made by the embedded model through the real learning loop ---------------
-REAL_SETTINGS = ["search.rollouts=4", "search.width=2", "search.max_depth=2", "search.step_tokens=32",
-                 "search.answer_tokens=48", "loop.baseline_samples=2", "loop.analyst_tokens=80",
-                 "loop.max_candidates=2", "loop.synthesize=false", "loop.pairs=2"]
-REAL_SUITE, REAL_TRAIN, REAL_TEST, REAL_BUDGET = "bbh/boolean_expressions", 3, 2, 16
+REAL_SETTINGS = ["search.rollouts=3", "search.width=2", "search.max_depth=2", "search.step_tokens=24",
+                 "search.answer_tokens=40", "loop.baseline_samples=2", "loop.analyst_tokens=64",
+                 "loop.max_candidates=2", "loop.synthesize=false", "loop.pairs=1"]
+REAL_SUITE, REAL_TRAIN, REAL_BUDGET = "bbh/boolean_expressions", 3, 12
 
 
-def build_real_run(where: Path, budget: int = REAL_BUDGET, seed: int = 1) -> Path:
-    """`adapt` with the embedded SmolLM2 and MiniLM at a tiny budget: real baseline and MCTS
-    episodes, credit, and whatever insights the loop admits. Built once per test session (a marker
-    file says it is done) and shared by test_console_pty.py."""
-    from insightloop.agent.adapt import adapt
+def build_real_run(where: Path, n_train: int = REAL_TRAIN, budget: int = REAL_BUDGET, seed: int = 1,
+                   settings: list[str] | None = None) -> Path:
+    """The learning loop (`Learner.train`) with the embedded SmolLM2 and MiniLM at a tiny rollout
+    budget: real baseline and MCTS episodes, credit, and whatever insights it admits. Built once per
+    test session (a marker file says it is done) and shared by test_console_pty.py."""
+    import random
+
+    from insightloop.agent.backends import make_lm
+    from insightloop.agent.budget import Budget
     from insightloop.agent.config import load_config
+    from insightloop.agent.loop import Learner
+    from insightloop.evals.suites import load_suite
+    from insightloop.memory.embed import make_embedder
 
-    done = where / "adapt.json"
+    done = where / "train.json"
     if done.is_file():
         return where
-    cfg = load_config(None, REAL_SETTINGS)
-    result = adapt(REAL_SUITE, REAL_TRAIN, REAL_TEST, budget, cfg, run_dir=where, seed=seed)
-    done.write_text(result.model_dump_json(exclude={"train"}))
+    cfg = load_config(None, REAL_SETTINGS + (settings or []))
+    tasks = random.Random(seed).sample(load_suite(REAL_SUITE), n_train)
+    policy = make_lm(cfg.policy)
+    with MemoryStore.open(where, make_embedder(cfg.memory.embedder), cfg.memory) as store:
+        learner = Learner(policy, policy, store, cfg, random.Random(seed), run_dir=where)
+        report = learner.train(tasks, Budget(max_rollouts=budget))
+    done.write_text(report.model_dump_json())
     return where
 
 

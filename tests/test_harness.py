@@ -264,7 +264,9 @@ def test_gepa_is_scored_by_our_verifier_not_by_substring() -> None:
     from insightloop.evals.gepa_peer import BudgetStopper, VerifierEvaluator, data_of
     from insightloop.evals.tasks import Task
 
-    task = Task(id="b1", family="bool", prompt="not ( True ) and ( True ) is", answer="False", verifier="boolean")
+    task = Task(
+        id="b1", family="bool", prompt="not ( True ) and ( True ) is", answer="False", verifier="boolean"
+    )
     ours_ = VerifierEvaluator([task])
     wrong = "False is tempting, but not False is True.\nAnswer: True"
     assert ContainsAnswerEvaluator()(data_of(task), wrong).score == 1.0  # GEPA's default is fooled
@@ -278,3 +280,16 @@ def test_gepa_is_scored_by_our_verifier_not_by_substring() -> None:
 
     assert BudgetStopper(16, 11)(State()) is False  # 5 + 11 fits in 16
     assert BudgetStopper(15, 11)(State()) is True
+
+
+def test_results_of_two_processes_merge(tmp_path: Path) -> None:
+    from insightloop.evals.report import merge
+
+    _, a = _run(tmp_path, ["none"], seeds=[0])
+    _, b = _run(tmp_path, ["none"], seeds=[1])
+    both = merge([a, b])  # type: ignore[list-item]
+    assert both.spec.seeds == [0, 1] and len(both.records) == 2
+    assert [(x.method, x.seeds) for x in both.aggregates] == [("none", 2)]
+    _, c = _run(tmp_path, ["none"], seeds=[0], budget=3)
+    with pytest.raises(ValueError, match="different settings"):
+        merge([a, c])  # type: ignore[list-item]

@@ -15,9 +15,20 @@ from insightloop.evals.report import load_results, write_report
 pytestmark = pytest.mark.real
 
 SUITE = "bbh/boolean_expressions"
-TINY = ["search.strategy=sample", "search.rollouts=2", "search.answer_tokens=32", "loop.baseline_samples=1",
-        "loop.pairs=1", "loop.max_candidates=1", "loop.analyst_tokens=40", "loop.synthesize=false",
-        "fold.group_size=2", "fold.batch_size=1", "fold.max_completion_tokens=24", "fold.gate_max_tokens=32"]
+TINY = [
+    "search.strategy=sample",
+    "search.rollouts=2",
+    "search.answer_tokens=32",
+    "loop.baseline_samples=1",
+    "loop.pairs=1",
+    "loop.max_candidates=1",
+    "loop.analyst_tokens=40",
+    "loop.synthesize=false",
+    "fold.group_size=2",
+    "fold.batch_size=1",
+    "fold.max_completion_tokens=24",
+    "fold.gate_max_tokens=32",
+]
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ class FakePolicy:
         if not req.stop:
             self.attempts += 1
         system, user = req.messages[0].content, req.messages[-1].content
-        answer = user.split("=")[-1].strip()
+        answer = user.splitlines()[0].split("=")[-1].strip()
         knows = "carry the tens" in system
         lucky = _h(req.seed, i, req.assistant_prefix, user) % self.odds == 0
         right = knows or (req.temperature > 0 and lucky)
@@ -52,17 +52,22 @@ class FakePolicy:
 
 
 class FakeAnalyst:
-    """Writes the analysis lines; `reply` can be swapped to script other lessons."""
+    """Fills the pre-filled analysis lines; the INSIGHT line gets `insight` (which starts with 'When')."""
 
     name = "fake-analyst"
 
-    def __init__(self, reply: str = f" the carry was lost\nPIVOT: carry\nINSIGHT: {LESSON}"):
-        self.reply = reply
+    def __init__(self, insight: str = LESSON):
+        self.insight = insight
         self.calls = 0
 
     def generate(self, reqs: list[GenRequest]) -> list[list[Generation]]:
         self.calls += len(reqs)
-        return [[Generation(text=self.reply, prompt_tokens=50, completion_tokens=20)] for _ in reqs]
+        return [[Generation(text=self._line(r), prompt_tokens=50, completion_tokens=20)] for r in reqs]
+
+    def _line(self, req: GenRequest) -> str:
+        if req.assistant_prefix.endswith("INSIGHT: When"):
+            return self.insight.removeprefix("When")
+        return " lost the carry"
 
 
 class FakeStore:
@@ -185,7 +190,7 @@ def test_admission_tries_are_counted_rollouts() -> None:
 
 def test_candidates_that_fail_the_admission_try_are_rejected() -> None:
     cfg = _cfg(baseline_samples=0, max_candidates=1, synthesize=False)
-    analyst = FakeAnalyst(" x\nINSIGHT: When adding numbers, write slowly and neatly.")
+    analyst = FakeAnalyst("When adding numbers, write slowly and neatly.")
     events: list[ev.Event] = []
     store = FakeStore()
     store.attempts.append(OLD)
@@ -197,7 +202,7 @@ def test_candidates_that_fail_the_admission_try_are_rejected() -> None:
 
 
 def test_leaking_insights_are_rejected_before_any_try() -> None:
-    analyst = FakeAnalyst(" x\nINSIGHT: When adding these, the result is 10.")
+    analyst = FakeAnalyst("When adding these, the result is 10.")
     events: list[ev.Event] = []
     cfg = _cfg(baseline_samples=0, synthesize=False)
     store = FakeStore()
@@ -234,3 +239,67 @@ def test_synthesized_chains_are_verified_and_stored_for_the_fold(tmp_path: Any) 
     assert report.chains_tried >= 1 and report.chains_verified == len(chains) >= 1
     assert all(c.verified and c.text.startswith("Step 1:") for c in chains)
     assert list((tmp_path / "episodes").glob("*.json"))  # episodes are logged for the fold too
+
+
+def test_fold_runs_every_n_training_episodes(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import insightloop.rl.fold as rl_fold
+
+    calls: list[Any] = []
+
+    def fake_fold(run_dir: Any, cfg: Config, **kw: Any) -> Any:
+        calls.append((run_dir, kw["lm"]))
+        return SimpleNamespace(accepted=True, checkpoint="ckpt/1", index=1, method="grpo")
+
+    monkeypatch.setattr(rl_fold, "fold", fake_fold)
+    events: list[ev.Event] = []
+    policy = FakePolicy()
+    cfg = _cfg(baseline_samples=0, fold_every=2, synthesize=False)
+    learner = Learner(policy, FakeAnalyst(), FakeStore(), cfg, random.Random(0), events.append,
+                      run_dir=tmp_path)
+    report = learner.train(_tasks(2), Budget(max_rollouts=15))
+    assert report.folds == len(calls) == report.episodes // 2 >= 1
+    assert all(lm is policy for _, lm in calls)
+    finished = [e for e in events if isinstance(e, ev.FoldFinished)]
+    assert len(finished) == len(calls) and finished[0].ok and finished[0].detail["checkpoint"] == "ckpt/1"
+
+
+def test_with_the_real_store_learning_persists_and_evaluation_writes_nothing(tmp_path: Any) -> None:
+    from insightloop.memory.embed import HashingEmbedder
+    from insightloop.memory.store import MemoryStore
+
+    cfg = _cfg()
+    with MemoryStore.open(tmp_path, HashingEmbedder(), cfg.memory) as store:
+        learner = Learner(FakePolicy(), FakeAnalyst(), store, cfg, random.Random(0), run_dir=tmp_path)
+        report = learner.train(_tasks(3), Budget(max_rollouts=30))
+        assert report.insights_admitted >= 1
+        version = store.version
+        adapted = learner.evaluate(_tasks(4, start=20), use_memory=True, budget=Budget())
+        assert store.version == version and adapted.accuracy == 1.0
+    with MemoryStore.open(tmp_path, HashingEmbedder(), cfg.memory, readonly=True) as store:
+        (ins,) = store.list_insights(status="active")
+        assert ins.text == LESSON and ins.source_tasks and ins.meta["pair_kind"] in ("hard", "memory")
+        assert ins.uses >= 0 and store.baseline("t0") is not None
+
+
+def test_adapt_measures_the_lift_on_a_jsonl_suite(tmp_path: Any) -> None:
+    import json
+
+    from insightloop.agent.adapt import SUMMARY_KEYS, adapt, paired_ci
+    from insightloop.memory.embed import HashingEmbedder
+
+    path = tmp_path / "sums.jsonl"
+    rows = [{"id": t.id, "prompt": t.prompt, "answer": t.answer, "verifier": "numeric", "family": "arith"}
+            for t in _tasks(12)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = adapt(f"jsonl:{path}", 4, 6, 20, _cfg(), run_dir=tmp_path / "run", seed=1,
+                models=(FakePolicy(), FakeAnalyst()), embedder=HashingEmbedder())
+    summary = res.summary()
+    assert list(summary) == list(SUMMARY_KEYS)
+    assert summary["baseline_accuracy"] == 0.0 and summary["adapted_accuracy"] == 1.0
+    assert summary["lift"] == 1.0 and summary["lift_ci"] == [1.0, 1.0]
+    assert summary["rollouts"] == 20 and summary["insights_admitted"] >= 1
+    assert res.n_train == 4 and res.n_test == 6 and res.insights == [LESSON]
+    lo, hi = paired_ci([0, 0, 1, 1], [1, 0, 1, 1], random.Random(0))
+    assert lo == 0.0 and hi == 0.75  # one of four items gained: P(mean >= 0.75) ~ 5% under resampling

@@ -258,3 +258,26 @@ def test_token_budget_stops_search() -> None:
     ep = solve(TASK, FakeLM(), _cfg(rollouts=50), budget=outer, verifier=FakeVerifier())
     assert 0 < ep.rollouts < 50
     assert outer.tokens >= 60
+
+
+def test_solve_cli_table_json_and_run_dir_on_a_fake_lm(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import json
+
+    import insightloop.agent.backends as backends
+    from insightloop.agent.cli import app
+    from typer.testing import CliRunner
+
+    monkeypatch.setattr(backends, "make_lm", lambda cfg: FakeLM())
+    runner = CliRunner()
+    table = runner.invoke(app, ["solve", "--suite", "bbh/multistep_arithmetic_two", "--limit", "2",
+                                "--budget", "4", "--run-dir", str(tmp_path)])
+    assert table.exit_code == 0, table.output
+    assert any(f"accuracy {x}%" in table.output for x in ("0.0", "50.0", "100.0"))
+    assert table.output.count("bbh/multistep_arithmetic") == 2 and "mean" in table.output
+    assert len(list((tmp_path / "episodes").glob("*.json"))) == 2
+    out = runner.invoke(app, ["solve", "--prompt", "What is 40 + 2?", "--verifier", "numeric", "--answer",
+                              "42", "--json", "--strategy", "sample", "--budget", "3"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["rollouts"] == 3 and report["tasks"] == 1
+    assert report["accuracy"] == (1.0 if report["rows"][0]["answer"] == "42" else 0.0)

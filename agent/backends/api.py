@@ -6,8 +6,10 @@
   permission and unknown-model/provider errors raise `LMConfigError`: retrying cannot fix them.
 - Bounded concurrency: calls run on a thread pool of `max_concurrency` workers.
 - Accounting from the response's `usage`; cost from litellm's price table (0.0 for unknown models,
-  e.g. a local server). With `n` choices in one response, prompt tokens and cost are put on the
-  first generation and completion tokens split evenly, so a request's sums equal the provider's.
+  e.g. a local server). As in the other backends, every generation reports the prompt it was
+  conditioned on (so token budgets do not depend on whether a server honours `n`); with `n` choices
+  in one response, completion tokens are split evenly and the cost is put on the first generation,
+  so a request's completion tokens and dollars sum to what the provider billed.
 - `n`: asked for in one call; a server that returns fewer choices (e.g. `transformers serve`) is
   remembered and later requests are sent as `n` single calls, sample k with seed `seed + k`.
 - Stop strings are sent (the first four: OpenAI's limit) and applied again locally.
@@ -166,7 +168,7 @@ class LiteLLMBackend:
             text, hit = truncate_at_stop(choice.message.content or "", req.stop)
             reason = "length" if choice.finish_reason == "length" and not hit else "stop"
             share = completion // len(choices) + (1 if k < completion % len(choices) else 0)
-            gens.append(Generation(text=text, prompt_tokens=prompt if k == 0 else 0, completion_tokens=share,
+            gens.append(Generation(text=text, prompt_tokens=prompt, completion_tokens=share,
                                    finish_reason=reason, cost_usd=cost if k == 0 else 0.0))
         return gens
 

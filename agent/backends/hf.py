@@ -23,13 +23,14 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from insightloop.agent.config import ModelConfig
-from insightloop.agent.lm import Generation, GenRequest, truncate_at_stop
+from insightloop.agent.lm import Generation, GenRequest, Message, render_plain, truncate_at_stop
 from insightloop.agent.models import resolve_policy
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class HFBackend:
         self.model_path = resolve_policy(cfg.model)
         self.name = f"hf:{Path(self.model_path).name}"
         self.prefixes = PrefixCache(cfg.prefix_cache_tokens)
+        self._lock = threading.Lock()  # one model, one KV cache: callers on several threads take turns
         self._load(self.model_path, tokenizer=True)
 
     # ---- loading -------------------------------------------------------------------------------
@@ -168,7 +170,10 @@ class HFBackend:
     def load_weights(self, path: str | Path) -> None:
         """Swap in new weights (a fold's checkpoint folder: a full model, or a LoRA adapter on the
         current base) without restarting the process. The tokenizer is kept unless the folder has one."""
-        folder = Path(path)
+        with self._lock:
+            self._load_weights(Path(path))
+
+    def _load_weights(self, folder: Path) -> None:
         if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{folder} holds no model (no config.json or adapter_config.json)")
         if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
@@ -185,9 +190,12 @@ class HFBackend:
 
     def render(self, req: GenRequest) -> str:
         """The prompt text: chat template with the generation prompt, then the assistant prefix."""
+        if self.cfg.system_prompt and not any(m.role == "system" for m in req.messages):
+            system = Message(role="system", content=self.cfg.system_prompt)
+            req = req.model_copy(update={"messages": (system, *req.messages)})
+        if not getattr(self.tokenizer, "chat_template", None):
+            return render_plain(req)  # a base model without a chat template
         msgs = [{"role": m.role, "content": m.content} for m in req.messages]
-        if self.cfg.system_prompt and not any(m["role"] == "system" for m in msgs):
-            msgs.insert(0, {"role": "system", "content": self.cfg.system_prompt})
         text = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
         return str(text) + req.assistant_prefix
 
@@ -210,9 +218,9 @@ class HFBackend:
 
     def generate(self, reqs: list[GenRequest]) -> list[list[Generation]]:
         """Generate `n` samples per request, `max_batch` rows per forward pass."""
-        rows = self._rows(reqs)
         step = self.cfg.max_batch
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
+            rows = self._rows(reqs)
             for start in range(0, len(rows), step):
                 self._run(rows[start : start + step])
         out: list[list[Generation]] = [[] for _ in reqs]
