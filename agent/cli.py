@@ -239,6 +239,7 @@ def eval_(
     n_test: Annotated[int, typer.Option("--test", min=1, help="test problems per seed")] = 20,
     budget: Annotated[int, typer.Option("--budget", min=1, help="learning rollouts per method and run")] = 30,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="number of seeds (0..S-1)")] = 3,
+    seed_start: Annotated[int, typer.Option("--seed-start", min=0, help="first seed (to split a run)")] = 0,
     out: Annotated[Path, typer.Option("--out", help="output folder: results.json, results.md, PNGs")] = Path(
         "eval-results"),
     config: Annotated[str | None, typer.Option("--config", help="YAML config file")] = None,
@@ -249,7 +250,7 @@ def eval_(
     from insightloop.evals.eval_cli import eval_command
 
     raise typer.Exit(eval_command(suite, methods, n_train, n_test, budget, seeds, out, config,
-                                  overrides or [], resume))
+                                  overrides or [], resume, seed_start))
 
 
 @app.command()

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from insightloop.agent.episode import Episode, Node, Trajectory
 from insightloop.agent.plots import Curve, EpisodePoint, learning_curve, save_curve_png
 from insightloop.evals.tasks import Task
-from insightloop.memory.records import MemoryDiff, TaskStats
+from insightloop.memory.records import Insight, MemoryDiff, MemoryEvent, TaskStats
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -59,21 +59,21 @@ class CommandError(Exception):
 
 
 class StoreView(Protocol):
-    """The part of `MemoryStore` the console reads (and, on a writer, curates)."""
+    """The part of `MemoryStore` the console reads. `get` and `get_episode` raise KeyError for an
+    unknown id. A writer (for curation) also has `set_status(id, status, reason)` and `edit(id, text)`."""
 
     version: int
 
-    def get(self, insight_id: str) -> Any: ...
-    def list_insights(self, status: str | None = None, sort: str = "utility",
-                      limit: int | None = None) -> list[Any]: ...
-    def search(self, text: str, k: int) -> list[tuple[Any, float]]: ...
-    def get_episode(self, episode_id: str) -> Any: ...
-    def list_episodes(self, failed_only: bool = False, limit: int | None = None) -> list[Any]: ...
-    def versions(self) -> list[Any]: ...
-    def events(self, since_version: int = 0) -> list[Any]: ...
+    def get(self, insight_id: str) -> Insight: ...
+    def list_insights(self, status: Any = None, sort: str = "utility",
+                      limit: int | None = None) -> list[Insight]: ...
+    def search(self, text: str, k: int = 10) -> list[tuple[Insight, float]]: ...
+    def get_episode(self, episode_id: str) -> Episode: ...
+    def list_episodes(self, failed_only: bool = False, limit: int | None = None) -> list[Episode]: ...
+    def versions(self) -> list[MemoryEvent]: ...
+    def events(self, since_version: int = 0) -> list[MemoryEvent]: ...
     def diff(self, v1: int, v2: int) -> MemoryDiff: ...
     def task_stats(self, insight_id: str) -> list[TaskStats]: ...
-    def kv_get(self, key: str, default: Any = None) -> Any: ...
 
 
 WriterFactory = Callable[[], AbstractContextManager[Any]]
@@ -103,13 +103,6 @@ def _when(ts: float | None, short: bool = False) -> str:
 
 def _fmt(x: float | None, spec: str = "+.2f") -> str:
     return "-" if x is None else format(x, spec)
-
-
-def _field(obj: Any, name: str, default: Any = None) -> Any:
-    """A field of a record that may be a pydantic model or a plain dict (store rows, JSON files)."""
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
 
 
 class ErrorText(Text):
@@ -163,7 +156,7 @@ class Inspector:
         return Text("bye")
 
     # ---- ids ------------------------------------------------------------------------------
-    def resolve_insight(self, key: str) -> Any:
+    def resolve_insight(self, key: str) -> Insight:
         """An insight by id, or by a unique id prefix."""
         found = self._get_or_none(self.store.get, key)
         if found is not None:
@@ -234,7 +227,7 @@ class Inspector:
             parts.append(_message("no contrast pair recorded for this insight", "dim"))
         return Group(*parts)
 
-    def _insight_header(self, ins: Any) -> Panel:
+    def _insight_header(self, ins: Insight) -> Panel:
         lo, hi = ins.utility_ci
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold")
@@ -252,15 +245,11 @@ class Inspector:
 
     def _credit_history(self, insight_id: str) -> list[dict[str, Any]]:
         """Credit events that touched this insight, oldest first."""
-        out = []
-        for ev in self.store.events(since_version=0):
-            payload = _event_payload(ev)
-            if _event_kind(ev) == "credit" and insight_id in payload.get("insight_ids", []):
-                out.append({"version": _field(ev, "version"), "ts": _field(ev, "ts") or _field(ev, "created"),
-                            **payload})
-        return out
+        return [{**ev.payload, "version": ev.version, "ts": ev.ts}
+                for ev in self.store.events(since_version=0)
+                if ev.kind == "credit" and insight_id in ev.payload.get("insight_ids", [])]
 
-    def _provenance(self, ins: Any) -> RenderableType:
+    def _provenance(self, ins: Insight) -> RenderableType:
         table = Table(title="where it came from", box=box.SIMPLE_HEAD)
         table.add_column("episode", style="cyan", no_wrap=True)
         table.add_column("task")
@@ -269,9 +258,8 @@ class Inspector:
         tasks = list(ins.source_tasks)
         for i, ep_id in enumerate(episodes):
             ep = self._get_or_none(self.store.get_episode, ep_id)
-            reward = "-" if ep is None or _field(ep, "reward") is None else _fmt(_reward_score(ep), ".2f")
-            task = tasks[i] if i < len(tasks) else (_field(_field(ep, "task"), "id") if ep else "-")
-            table.add_row(ep_id, str(task), reward)
+            task = tasks[i] if i < len(tasks) else (ep.task.id if ep is not None else "-")
+            table.add_row(ep_id, task, _reward_text(ep) if ep is not None else Text("(not stored)", "dim"))
         if not episodes:
             return _message("no source episode recorded", "dim")
         return table
@@ -350,8 +338,7 @@ class Inspector:
         for col in ("version", "when", "change", "details"):
             table.add_column(col, justify="right" if col == "version" else "left")
         for ev in rows[-a.limit:]:
-            table.add_row(str(_field(ev, "version")), _when(_field(ev, "ts") or _field(ev, "created")),
-                          _event_kind(ev), _clip(_event_summary(ev), 90))
+            table.add_row(str(ev.version), _when(ev.ts), ev.kind, _clip(ev.summary, 90))
         if len(rows) > a.limit:
             table.caption = f"the last {a.limit} of {len(rows)}; versions --limit N shows more"
         return table
@@ -517,37 +504,10 @@ def _used_insights(ep: Episode) -> list[tuple[str, str]]:
     return list(zip(ids, ep.insights_used, strict=True))
 
 
-def _reward_score(ep: Any) -> float | None:
-    reward = _field(ep, "reward")
-    return None if reward is None else float(_field(reward, "score", 0.0))
-
-
 def _reward_text(ep: Episode) -> Text:
     if ep.reward is None:
         return Text("unverified", style="dim")
     return Text(f"{ep.reward.score:.2f}", style="green" if ep.reward.correct else "red")
-
-
-def _event_kind(ev: Any) -> str:
-    return str(_field(ev, "kind") or _field(ev, "type") or "-")
-
-
-def _event_payload(ev: Any) -> dict[str, Any]:
-    payload = _field(ev, "payload") or _field(ev, "data") or {}
-    if isinstance(payload, str):
-        payload = json.loads(payload)
-    return payload if isinstance(payload, dict) else {}
-
-
-def _event_summary(ev: Any) -> str:
-    if getattr(ev, "summary", None):
-        return str(ev.summary)
-    payload = _event_payload(ev)
-    keys = ("insight_id", "id", "status", "reason", "text", "task_id", "delta")
-    parts = [f"{k}={_plain(payload[k])}" for k in keys if k in payload]
-    if "insight_ids" in payload:
-        parts.append(f"{len(payload['insight_ids'])} insight(s)")
-    return ", ".join(parts) or _compact(payload)
 
 
 def _history_table(history: list[dict[str, Any]]) -> RenderableType:

@@ -38,6 +38,7 @@ REFLECT_SYSTEM = (
     "that helps on similar problems. Never state this problem's final answer."
 )
 REFLECT_PREFIX = "INSIGHT: When"
+REFLECTIONS = 3  # drafts per solved problem, as the contrastive analyst may propose several
 
 
 def _clip(text: str, limit: int = CLIP) -> str:
@@ -144,8 +145,8 @@ def reflect_request(task: Task, text: str, cfg_tokens: int, temperature: float, 
     )
 
 
-def parse_reflection(task: Task, reply: str) -> str | None:
-    """The insight text of one reply, or None if it is too short or leaks the problem's answer."""
+def parse_reflection(task: Task, reply: str) -> tuple[str | None, str]:
+    """(the insight text of one reply, or None; why it was dropped): too short, or leaking the answer."""
     from insightloop.agent.analyst import CandidateInsight, leak_reason
     from pydantic import ValidationError
 
@@ -153,25 +154,35 @@ def parse_reflection(task: Task, reply: str) -> str | None:
     try:
         text = CandidateInsight(text=text).text
     except ValidationError:
-        return None
-    return None if leak_reason(text, task) else text
+        return None, "not a general rule of at least 4 words"
+    leak = leak_reason(text, task)
+    return (None, leak) if leak else (text, "")
 
 
 def reflect(
     ctx: Context, run: RunSpec, solved: Sequence[tuple[Task, str]], budget: Budget
-) -> list[tuple[Task, str]]:
-    """One reflection per solved problem (its success only), batched; tokens charged, not rollouts."""
+) -> tuple[list[tuple[Task, str]], list[dict[str, str]]]:
+    """`REFLECTIONS` drafts per solved problem (its success only), batched; tokens charged, not rollouts.
+
+    Returns the kept insights and every draft with the reason it was dropped (empty when kept).
+    """
     loop = run.cfg.loop
     reqs = [
         reflect_request(task, text, loop.analyst_tokens, loop.analyst_temperature, run.seed + i)
         for i, (task, text) in enumerate(solved)
     ]
     if not reqs:
-        return []
-    replies = [gens[0] for gens in ctx.policy.generate(reqs)]
-    budget.charge(replies)
-    found = [(task, parse_reflection(task, g.text)) for (task, _), g in zip(solved, replies, strict=True)]
-    return [(task, text) for task, text in found if text is not None]
+        return [], []
+    replies = ctx.policy.generate([r.model_copy(update={"n": REFLECTIONS}) for r in reqs])
+    kept, drafts = [], []
+    for (task, _), gens in zip(solved, replies, strict=True):
+        budget.charge(gens)
+        for g in gens:
+            text, why = parse_reflection(task, g.text)
+            drafts.append({"task": task.id, "draft": g.text[:300], "dropped": why})
+            if text is not None:
+                kept.append((task, text))
+    return kept, drafts
 
 
 def run_reflect_success(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
@@ -180,7 +191,7 @@ def run_reflect_success(ctx: Context, run: RunSpec, budget: Budget) -> MethodRes
 
     eps = sample_train(ctx, run, budget)
     solved = [(ep.task, t.text) for ep in eps if (t := best_correct(ep)) is not None]
-    insights = reflect(ctx, run, solved, budget)
+    insights, drafts = reflect(ctx, run, solved, budget)
     mem = run.cfg.memory
     with MemoryStore.open(ctx.scratch(run, "reflect-success"), ctx.embedder, mem) as store:
         for task, text in insights:
@@ -201,7 +212,9 @@ def run_reflect_success(ctx: Context, run: RunSpec, budget: Budget) -> MethodRes
             return [i.text for i in store.retrieve(task, mem.top_k, False, mem.prompt_token_budget)]
 
         report = evaluate(ctx, run, retrieved if kept else None)
-    return MethodResult(report=report, detail={"solved_train": len(solved), "insights": kept})
+    return MethodResult(
+        report=report, detail={"solved_train": len(solved), "insights": kept, "drafts": drafts}
+    )
 
 
 # -- grpo ------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ def eval_command(
     config: str | None,
     overrides: list[str],
     resume: bool,
+    seed_start: int = 0,
 ) -> int:
     """Run the benchmark and write OUT/results.json, results.md and the plots; returns the exit code."""
     err = Console(stderr=True)
@@ -54,7 +55,7 @@ def eval_command(
             n_train=n_train,
             n_test=n_test,
             budget=budget,
-            seeds=list(range(seeds)),
+            seeds=list(range(seed_start, seed_start + seeds)),
             config=config,
             overrides=overrides,
         )

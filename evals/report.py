@@ -195,7 +195,8 @@ def write_report(res: Results, out: str | Path) -> dict[str, Path]:
 
 def merge(parts: Sequence[Results]) -> Results:
     """One `Results` from runs of the same settings over different suites or seeds (e.g. two
-    processes sharing the machine): records concatenated, aggregates recomputed, wall time = max."""
+    processes sharing the machine): records concatenated (a run present twice, or failed, is kept
+    once / dropped), aggregates recomputed, wall time = max."""
     from insightloop.evals.harness import aggregate
 
     if not parts:
@@ -205,7 +206,12 @@ def merge(parts: Sequence[Results]) -> Results:
     for p in parts[1:]:
         if p.spec.model_dump(exclude=keep) != first.spec.model_dump(exclude=keep) or p.config != first.config:
             raise ValueError("cannot merge results of different settings (methods, sizes, budget or config)")
-    records = [r for p in parts for r in p.records]
+    seen: set[tuple[str, str, int]] = set()
+    records = []
+    for r in (r for p in parts for r in p.records if r.error is None):
+        if (r.suite, r.method, r.seed) not in seen:  # the same run done twice: keep the first
+            seen.add((r.suite, r.method, r.seed))
+            records.append(r)
     spec = first.spec.model_copy(
         update={
             "suites": list(dict.fromkeys(s for p in parts for s in p.spec.suites)),

@@ -134,6 +134,26 @@ def test_gives_up_after_max_retries() -> None:
     assert gen.finish_reason == "error" and gen.text == "" and "RateLimitError" in (gen.error or "")
 
 
+def test_missing_credentials_is_a_config_error_even_as_500() -> None:
+    err = litellm.InternalServerError("OpenAIException - Missing credentials. Please pass an `api_key`",
+                                      "openai", MODEL, response=_http(500))
+    fake = FakeCompletion(errors=[err])
+    with pytest.raises(LMConfigError, match="Missing credentials"):
+        _backend(fake, max_retries=3).generate([GenRequest.chat("hi")])
+    assert len(fake.calls) == 1
+
+
+def test_local_server_gets_a_placeholder_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    fake = FakeCompletion()
+    _backend(fake).generate([GenRequest.chat("hi")])
+    assert fake.calls[0]["api_key"] == "EMPTY"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real")
+    fake = FakeCompletion()
+    _backend(fake).generate([GenRequest.chat("hi")])
+    assert "api_key" not in fake.calls[0]  # litellm picks up the provider's own variable
+
+
 def test_missing_api_key_env_raises() -> None:
     cfg = ModelConfig(backend="litellm", model=MODEL, api_key_env="INSIGHTLOOP_SURELY_UNSET_KEY")
     with pytest.raises(LMConfigError, match="INSIGHTLOOP_SURELY_UNSET_KEY"):

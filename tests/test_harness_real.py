@@ -16,6 +16,7 @@ pytestmark = pytest.mark.real
 
 SUITE = "bbh/boolean_expressions"
 TINY = [
+    "policy.threads=1",
     "search.strategy=sample",
     "search.rollouts=2",
     "search.answer_tokens=32",

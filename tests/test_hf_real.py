@@ -82,7 +82,7 @@ def test_prefix_reuse_gives_the_same_text(lm: HFBackend) -> None:
 
 
 def test_stop_strings(lm: HFBackend) -> None:
-    req = GenRequest.chat("Count from 1 to 20, separated by commas.", max_tokens=60, temperature=0.0,
+    req = GenRequest.chat("Count from 1 to 20, separated by commas.", max_tokens=32, temperature=0.0,
                           stop=("7", "seventeen"))
     gen = lm.generate([req])[0][0]
     free = lm.generate([req.model_copy(update={"stop": ()})])[0][0]

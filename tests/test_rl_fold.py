@@ -129,3 +129,76 @@ def test_checkpoints_atomic_current_and_rejected_keeps_manifest(tmp_path: Path):
     with pytest.raises(FileExistsError):
         ck.write_checkpoint(tmp_path, _Saveable("model"), _Saveable("tok"), m)
     assert not [p for p in ck.checkpoints_dir(tmp_path).iterdir() if p.name.startswith(".")]
+
+
+class _Tok:
+    """A character-level stand-in for a tokenizer (ids are code points; 0 is EOS)."""
+
+    eos_token_id = 0
+
+    def __call__(self, text=None, add_special_tokens=True):
+        if isinstance(text, list):
+            return {"input_ids": [[ord(c) for c in t] for t in text]}
+        return {"input_ids": [ord(c) for c in text]}
+
+    def batch_decode(self, ids, skip_special_tokens=True):
+        return ["".join(chr(i) for i in seq if i) for seq in ids]
+
+
+class _Model:
+    training = True
+
+
+class _Trainer:
+    """Just what the rollout reads from a GRPOTrainer: tokenizer, group size and its generator."""
+
+    def __init__(self, samples: list[str]):
+        self.processing_class, self.model, self.num_generations = _Tok(), _Model(), 2
+        self.samples = samples
+
+    def _generate_single_turn(self, prompt_ids, images, fields, n):
+        return [[ord(c) for c in s] for s in self.samples], None
+
+
+def exact(t: Task, text: str) -> Reward:
+    from insightloop.evals.verifiers import verify
+
+    return verify(t, text)
+
+
+def test_rollout_puts_chain_only_into_all_wrong_groups_and_reward_scores_it():
+    from insightloop.rl.grpo import MixedPolicyRollout, verifier_reward
+
+    t1, t2 = task(1), task(2)
+    p1 = build_grpo_prompts([episode(t1, 1.0, [], ["Answer: 3"])],
+                            [Chain(task=t1, text="Step 1: think\n\nAnswer: 7", verified=True)], render, 1,
+                            random.Random(0))[0]
+    p2 = p1.model_copy(update={"prompt": "other", "task": t2})
+    rollout = MixedPolicyRollout([p1, p2], exact)
+    trainer = _Trainer([" no\n\nAnswer: 1", " no\n\nAnswer: 2", " yes\n\nAnswer: 7", " no\n\nAnswer: 5"])
+    out = rollout([p1.prompt, p1.prompt, "other", "other"], trainer)
+    assert out["offpolicy"] == [False, True, False, False]  # group 2 already has a correct sample
+    assert out["completion_ids"][1] == [ord(c) for c in " think\n\nAnswer: 7"] + [0]
+    texts = _Tok().batch_decode(out["completion_ids"])
+    rewards = verifier_reward(exact)([], texts, [t1.model_dump_json()] * 2 + [t2.model_dump_json()] * 2)
+    assert rewards == [0.0, 1.0, 1.0, 0.0]
+    assert (rollout.groups, rollout.joined) == (2, 1)
+    off = MixedPolicyRollout([p1], exact, mix=False)([p1.prompt] * 2, _Trainer(["a", "b"]))
+    assert off["offpolicy"] == [False, False]
+
+
+def test_report_table_renders():
+    import io
+
+    from insightloop.rl.cli import report_table
+    from insightloop.rl.fold import FoldResult
+    from rich.console import Console
+
+    g = decide([1, 0], [1, 1], 0.05, 1.0)
+    res = FoldResult(index=3, checkpoint="/x/3", accepted=True, method="grpo", steps=2, lora=True,
+                     parent=None,
+                     data_counts={"prompts": 4}, metrics={"mean_reward": 0.25}, gate=g, seconds=1.0)
+    buf = io.StringIO()
+    Console(file=buf, width=120).print(report_table(res))
+    text = buf.getvalue()
+    assert "0.500" in text and "1.000" in text and "accepted" in text and "prompts=4" in text

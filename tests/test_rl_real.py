@@ -56,7 +56,7 @@ def episodes(lm) -> list[Episode]:
     """Real episodes: the solver sampling two attempts at each copy task."""
     from insightloop.agent.solve import solve_many
 
-    return solve_many([copy_task(w) for w in WORDS[:6]], lm, small_cfg().search)
+    return solve_many([copy_task(w) for w in WORDS[:4]], lm, small_cfg().search)
 
 
 def completion_logprob(model, tok, prompt: str, completion: str) -> float:
@@ -114,7 +114,8 @@ def test_grpo_fold_from_real_episodes_writes_reloadable_checkpoint(base: Path, l
     append_chains(tmp_path, [Chain(task=episodes[0].task, text=f"Step 1: It is {episodes[0].task.answer}."
                                    f"\n\nAnswer: {episodes[0].task.answer}", verified=True)])
     events = []
-    cfg = small_cfg(lr=1e-5, gate_tolerance=1.0)  # this test is about the fold; the gate has its own
+    # This test is about the fold; the gate has its own. One prompt per step keeps it small.
+    cfg = small_cfg(lr=1e-5, gate_tolerance=1.0, batch_size=1, gate_slice=1)
     result = fold(tmp_path, cfg, method="grpo", lm=lm, on_event=events.append)
     assert result.accepted and ck.current(tmp_path) == Path(result.checkpoint)
     assert not torch.equal(first_param(result.checkpoint), first_param(base))
@@ -122,8 +123,8 @@ def test_grpo_fold_from_real_episodes_writes_reloadable_checkpoint(base: Path, l
     assert reloaded.num_parameters() > 100_000_000
     m = ck.read_manifest(result.checkpoint)
     assert m.method == "grpo" and m.status == "accepted" and m.parent is None and m.base_model == "embedded"
-    assert m.data_counts["prompts"] >= 1 and m.data_counts["validation"] == 2 and m.data_counts["chains"] == 1
-    assert "loss" in m.metrics and "mean_reward" in m.metrics and m.gate["n"] == 2 and m.config["steps"] == 2
+    assert m.data_counts["prompts"] >= 1 and m.data_counts["validation"] == 1 and m.data_counts["chains"] == 1
+    assert "loss" in m.metrics and "mean_reward" in m.metrics and m.gate["n"] == 1 and m.config["steps"] == 2
     assert [e.step for e in events if e.kind == "fold_step" and e.stage == "grpo"][-1] == 2
     assert lm.model_path == result.checkpoint  # handed off to the live backend
 
@@ -134,7 +135,7 @@ def test_sft_and_dpo_folds(method: str, base: Path, lm, episodes, tmp_path: Path
     tree_ep = Episode(id="dpo", task=secret, reward=Reward(score=1.0), trajectories=[
         Trajectory(text='Step 1: The word in quotes is "lemon".\n\nAnswer: lemon', reward=1.0),
         Trajectory(text="Step 1: It is a fruit.\n\nAnswer: orange", reward=0.0)])
-    data = FoldData(episodes=[*episodes[2:], tree_ep], validation=[e.task for e in episodes[:2]])
+    data = FoldData(episodes=[*episodes[1:], tree_ep], validation=[episodes[0].task])
     cfg = small_cfg(lr=1e-5, gate_tolerance=1.0)
     result = fold(tmp_path, cfg, method=method, lm=lm, data=data)
     m = ck.read_manifest(result.checkpoint)
@@ -150,8 +151,8 @@ def test_gate_rejects_harmful_fold_and_keeps_old_weights(base: Path, lm, tmp_pat
     # Train toward wrong answers (as a broken verifier would let through), hard, on other copy prompts.
     wrong = [Chain(task=copy_task(w), text="Step 1: The word is banana.\n\nAnswer: banana", verified=True)
              for w in WORDS[4:8]]
-    val = [copy_task(w) for w in WORDS[:4]]
-    cfg = small_cfg(lr=5e-4, steps=6, batch_size=4)
+    val = [copy_task(w) for w in WORDS[:3]]
+    cfg = small_cfg(lr=5e-4, steps=4, batch_size=4)
     result = fold(tmp_path, cfg, method="sft", lm=lm, data=FoldData(chains=wrong, validation=val))
     assert result.gate.old_accuracy >= 0.5 and result.gate.new_accuracy < result.gate.old_accuracy
     assert not result.accepted and ck.current(tmp_path) is None

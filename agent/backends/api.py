@@ -39,6 +39,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else litellm do
 
 log = logging.getLogger(__name__)
 
+CONFIG_MESSAGES = ("LLM Provider NOT provided", "Missing credentials")
+LOCAL_KEY = "EMPTY"  # OpenAI clients insist on a key; local OpenAI-compatible servers ignore it
 CONTINUE_INSTRUCTION = "Continue this partial answer from exactly where it stops, without repeating it:"
 MAX_STOP = 4
 
@@ -67,7 +69,13 @@ def is_config_error(err: BaseException) -> bool:
 
     if isinstance(err, (litellm.AuthenticationError, litellm.PermissionDeniedError, litellm.NotFoundError)):
         return True
-    return _status(err) in (401, 403, 404) or "LLM Provider NOT provided" in str(err)
+    # litellm reports some configuration faults with generic classes (a missing key as a 500).
+    text = str(err)
+    return _status(err) in (401, 403, 404) or any(s in text for s in CONFIG_MESSAGES)
+
+
+def _should_retry(err: BaseException) -> bool:
+    return is_transient(err) and not is_config_error(err)
 
 
 def _cost(response: Any) -> float:
@@ -91,6 +99,7 @@ class LiteLLMBackend:
         if completion is None:
             import litellm
 
+            litellm.suppress_debug_info = True  # its banners would go to stdout
             completion = litellm.completion
         self._completion = completion
         self._sleep = sleep
@@ -100,7 +109,8 @@ class LiteLLMBackend:
     @staticmethod
     def _read_key(cfg: ModelConfig) -> str | None:
         if cfg.api_key_env is None:
-            return None
+            local = cfg.api_base and cfg.model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY")
+            return LOCAL_KEY if local else None
         key = os.environ.get(cfg.api_key_env)
         if not key:
             raise LMConfigError(f"api_key_env={cfg.api_key_env!r} is set but that environment variable is "
@@ -151,7 +161,7 @@ class LiteLLMBackend:
         retrying = Retrying(
             stop=stop_after_attempt(self.cfg.max_retries + 1),
             wait=wait_random_exponential(multiplier=0.5, max=30.0),
-            retry=retry_if_exception(is_transient),
+            retry=retry_if_exception(_should_retry),
             sleep=self._sleep,
             reraise=True,
         )
