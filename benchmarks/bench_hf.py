@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see agent/backends/hf.py
 
 from insightloop.agent.backends.hf import HFBackend  # noqa: E402
 from insightloop.agent.config import ModelConfig  # noqa: E402
@@ -32,7 +32,7 @@ LONG_CONTEXT = (
 
 
 def _timed(backend: HFBackend, reqs: list[GenRequest], repeats: int) -> tuple[float, int]:
-    """Median seconds over `repeats` runs and the completion tokens of one run."""
+    """Best seconds over `repeats` runs (least disturbed by other load) and one run's tokens."""
     times, tokens = [], 0
     for _ in range(repeats):
         backend.prefixes.clear()
@@ -40,7 +40,7 @@ def _timed(backend: HFBackend, reqs: list[GenRequest], repeats: int) -> tuple[fl
         out = backend.generate(reqs)
         times.append(time.perf_counter() - start)
         tokens = sum(g.completion_tokens for gens in out for g in gens)
-    return statistics.median(times), tokens
+    return min(times), tokens
 
 
 def batch_table(backend: HFBackend, max_tokens: int) -> None:
@@ -52,34 +52,33 @@ def batch_table(backend: HFBackend, max_tokens: int) -> None:
         print(f"{batch:>6} {secs:>9.2f} {toks:>7} {toks / secs:>9.1f}")
 
 
-def _reuse_run(backend: HFBackend, req: GenRequest, warm: GenRequest | None, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        backend.prefixes.clear()
-        if warm is not None:
-            backend.generate([warm.model_copy(update={"n": 1, "max_tokens": 1})])
-        start = time.perf_counter()
-        backend.generate([req])
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _reuse_once(backend: HFBackend, req: GenRequest, reuse: bool, warm: GenRequest | None) -> float:
+    backend.cfg.prefix_reuse = reuse
+    backend.prefixes.clear()
+    if warm is not None:
+        backend.generate([warm.model_copy(update={"n": 1, "max_tokens": 1})])
+    start = time.perf_counter()
+    backend.generate([req])
+    return time.perf_counter() - start
 
 
-def reuse_table(backend: HFBackend, max_tokens: int) -> None:
+def reuse_table(backend: HFBackend, max_tokens: int, repeats: int = 4) -> None:
     parent = GenRequest.chat(LONG_CONTEXT + "Who owns the fish?", assistant_prefix="Step 1: the cat",
                              n=3, max_tokens=max_tokens, temperature=0.8, seed=1)
     child = parent.model_copy(update={"assistant_prefix": parent.assistant_prefix + " sits in seat two."})
     prompt_len = len(backend.encode(child))
-    print(f"\nprefix reuse: n=3 samples, {prompt_len}-token prompt, {max_tokens} new tokens each")
-    rows = []
-    backend.cfg.prefix_reuse = False
-    rows.append(("off", _reuse_run(backend, child, None, 3)))
+    modes = {"off": (False, None), "on (cold)": (True, None), "on (warm)": (True, parent)}
+    times: dict[str, list[float]] = {label: [] for label in modes}
+    for _ in range(repeats):  # interleaved, so a change in machine load hits every mode alike
+        for label, (reuse, warm) in modes.items():
+            times[label].append(_reuse_once(backend, child, reuse, warm))
     backend.cfg.prefix_reuse = True
-    rows.append(("on (cold)", _reuse_run(backend, child, None, 3)))
-    rows.append(("on (warm)", _reuse_run(backend, child, parent, 3)))
-    base = rows[0][1]
+    print(f"\nprefix reuse: n=3 samples, {prompt_len}-token prompt, {max_tokens} new tokens each "
+          f"(best of {repeats})")
+    base = min(times["off"])
     print(f"{'reuse':>10} {'seconds':>9} {'speedup':>8}")
-    for label, secs in rows:
-        print(f"{label:>10} {secs:>9.3f} {base / secs:>7.2f}x")
+    for label, secs in times.items():
+        print(f"{label:>10} {min(secs):>9.3f} {base / min(secs):>7.2f}x")
 
 
 def main() -> None:

@@ -194,7 +194,7 @@ def write_report(res: Results, out: str | Path) -> dict[str, Path]:
 
 
 def merge(parts: Sequence[Results]) -> Results:
-    """One `Results` from runs of the same settings over different suites or seeds (e.g. two
+    """One `Results` from runs of the same settings over different suites, seeds or methods (e.g. two
     processes sharing the machine): records concatenated (a run present twice, or failed, is kept
     once / dropped), aggregates recomputed, wall time = max."""
     from insightloop.evals.harness import aggregate
@@ -202,10 +202,10 @@ def merge(parts: Sequence[Results]) -> Results:
     if not parts:
         raise ValueError("nothing to merge")
     first = parts[0]
-    keep = {"suites", "seeds"}
+    keep = {"suites", "seeds", "methods"}
     for p in parts[1:]:
         if p.spec.model_dump(exclude=keep) != first.spec.model_dump(exclude=keep) or p.config != first.config:
-            raise ValueError("cannot merge results of different settings (methods, sizes, budget or config)")
+            raise ValueError("cannot merge results of different settings (sizes, budget or config)")
     seen: set[tuple[str, str, int]] = set()
     records = []
     for r in (r for p in parts for r in p.records if r.error is None):
@@ -216,6 +216,7 @@ def merge(parts: Sequence[Results]) -> Results:
         update={
             "suites": list(dict.fromkeys(s for p in parts for s in p.spec.suites)),
             "seeds": sorted({s for p in parts for s in p.spec.seeds}),
+            "methods": list(dict.fromkeys(m for p in parts for m in p.spec.methods)),
         }
     )
     return first.model_copy(

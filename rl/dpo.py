@@ -15,7 +15,7 @@ from typing import Any
 
 from insightloop.agent.config import FoldConfig
 from insightloop.rl.data import DPOPair
-from insightloop.rl.policy import common_args, lora_config
+from insightloop.rl.policy import common_args, lora_config, quiet
 
 
 def dpo_losses(cfg: FoldConfig) -> tuple[list[str], list[float]]:
@@ -46,5 +46,6 @@ def make_dpo_trainer(model: Any, tokenizer: Any, pairs: Sequence[DPOPair], cfg: 
                      per_device_train_batch_size=max(1, min(cfg.batch_size, len(pairs))),
                      beta=cfg.beta, label_smoothing=cfg.label_smoothing, loss_type=loss_type,
                      loss_weights=loss_weights, max_length=cfg.max_length)
-    return DPOTrainer(model=model, args=args, train_dataset=dpo_dataset(pairs), processing_class=tokenizer,
-                      callbacks=list(callbacks), peft_config=lora_config(cfg))
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dpo_dataset(pairs), processing_class=tokenizer,
+                         callbacks=list(callbacks), peft_config=lora_config(cfg))
+    return quiet(trainer)

@@ -21,7 +21,7 @@ from typing import Any
 from insightloop.agent.config import FoldConfig
 from insightloop.evals.tasks import Reward, Task
 from insightloop.rl.data import ATTEMPT_PRIMER, GRPOPrompt
-from insightloop.rl.policy import common_args, lora_config
+from insightloop.rl.policy import common_args, lora_config, quiet
 
 VerifyFn = Callable[[Task, str], Reward]
 
@@ -102,4 +102,4 @@ def make_grpo_trainer(model: Any, tokenizer: Any, prompts: Sequence[GRPOPrompt],
     trainer = GRPOTrainer(model=model, reward_funcs=[verifier_reward(verify)], args=args,
                           train_dataset=grpo_dataset(prompts), processing_class=tokenizer,
                           callbacks=list(callbacks), peft_config=lora_config(cfg), rollout_func=rollout)
-    return trainer, rollout
+    return quiet(trainer), rollout

@@ -53,3 +53,12 @@ def trained_model(trainer: Any) -> Any:
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     return model
+
+
+def quiet(trainer: Any) -> Any:
+    """Drop the console printers transformers adds by default: progress goes out as typed events."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer

@@ -12,7 +12,7 @@ from typing import Any
 
 from insightloop.agent.config import FoldConfig
 from insightloop.rl.data import SFTExample
-from insightloop.rl.policy import common_args, lora_config
+from insightloop.rl.policy import common_args, lora_config, quiet
 
 
 def sft_dataset(examples: Sequence[SFTExample]) -> Any:
@@ -32,5 +32,6 @@ def make_sft_trainer(model: Any, tokenizer: Any, examples: Sequence[SFTExample],
     args = SFTConfig(**common_args(cfg, steps, out_dir, seed),
                      per_device_train_batch_size=max(1, min(cfg.batch_size, len(examples))),
                      completion_only_loss=True, max_length=cfg.max_length)
-    return SFTTrainer(model=model, args=args, train_dataset=sft_dataset(examples), processing_class=tokenizer,
-                      callbacks=list(callbacks), peft_config=lora_config(cfg))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(examples),
+                         processing_class=tokenizer, callbacks=list(callbacks), peft_config=lora_config(cfg))
+    return quiet(trainer)

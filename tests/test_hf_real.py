@@ -110,6 +110,27 @@ def test_load_weights_swaps_and_restores(lm: HFBackend, tmp_path: Path) -> None:
     assert lm.generate([req])[0][0].text == before
 
 
+def test_load_weights_merges_a_lora_adapter(lm: HFBackend, tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    req = GenRequest.chat(QUESTION, max_tokens=8, temperature=0.0)
+    before = lm.generate([req])[0][0].text
+    original = lm.model_path
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(original, dtype=torch.float32)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:  # LoRA starts as a no-op (B = 0); make it change the model
+                param.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(0))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    lm.load_weights(tmp_path / "adapter")
+    assert lm.generate([req])[0][0].text != before
+    lm.load_weights(original)
+    assert lm.generate([req])[0][0].text == before
+
+
 def test_load_weights_rejects_empty_folder(lm: HFBackend, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no model"):
         lm.load_weights(tmp_path)

@@ -53,7 +53,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     port = _free_port()
     cli = Path(sys.executable).parent / "transformers"
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # Passive OpenMP waiting: the server and the test share the CPU (see agent/backends/hf.py).
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
     cmd = [str(cli), "serve", folder, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
            "--dtype", "float32"]
     with log.open("w") as out:
