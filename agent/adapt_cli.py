@@ -19,7 +19,8 @@ DEMO_SUITE = "bbh/boolean_expressions"  # where a written insight measurably mov
 DEMO_TRAIN = 5
 DEMO_TEST = 32
 DEMO_BUDGET = 40
-DEMO_OVERRIDES = ["search.strategy=sample", "search.rollouts=4", "search.answer_tokens=128", "loop.pairs=3",
+DEMO_OVERRIDES = ["search.strategy=mcts", "search.width=2", "search.max_depth=3", "search.step_tokens=48",
+                  "search.rollouts=4", "search.answer_tokens=128", "loop.pairs=3",
                   "loop.max_candidates=3", "loop.baseline_samples=1", "loop.analyst_tokens=96"]
 
 

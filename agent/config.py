@@ -55,7 +55,6 @@ class SearchConfig(Strict):
     answer_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.8, ge=0)
     c_uct: float = Field(1.4, ge=0)
-    prefix_reuse: bool = True
     seed: int = 0
     parallel_tasks: int = Field(8, ge=1, description="tasks searched in lockstep, sharing each LM call")
 
