@@ -515,13 +515,14 @@ def _history_table(history: list[dict[str, Any]]) -> RenderableType:
         return _message("no credit yet: the insight has not been used in a credited episode", "dim")
     table = Table(title="utility history (credit events)", box=box.SIMPLE_HEAD)
     for col in ("version", "when", "task", "episode", "reward", "baseline", "credit", "running mean"):
-        table.add_column(col, justify="right" if col in ("version", "reward", "baseline", "credit",
-                                                        "running mean") else "left")
+        text_col = col in ("when", "task", "episode")
+        table.add_column(col, justify="left" if text_col else "right",
+                         overflow="fold" if text_col else "ellipsis")
     total = 0.0
     for n, h in enumerate(history, start=1):
         delta = _credit_delta(h)
         total += delta
-        table.add_row(str(h.get("version", "-")), _when(h.get("ts")), str(h.get("task_id", "-")),
+        table.add_row(str(h.get("version", "-")), _when(h.get("ts"), short=True), str(h.get("task_id", "-")),
                       str(h.get("episode_id", "-")), _fmt(h.get("reward"), ".2f"),
                       _fmt(h.get("baseline"), ".2f"),
                       Text(_fmt(delta), style="green" if delta > 0 else "red" if delta < 0 else ""),

@@ -261,7 +261,7 @@ def test_line_chart_places_markers() -> None:
 REAL_SETTINGS = ["search.rollouts=3", "search.width=2", "search.max_depth=2", "search.step_tokens=24",
                  "search.answer_tokens=40", "loop.baseline_samples=2", "loop.analyst_tokens=64",
                  "loop.max_candidates=2", "loop.synthesize=false", "loop.pairs=1"]
-REAL_SUITE, REAL_TRAIN, REAL_BUDGET = "bbh/boolean_expressions", 3, 12
+REAL_SUITE, REAL_TRAIN, REAL_BUDGET = "bbh/boolean_expressions", 2, 10
 
 
 def build_real_run(where: Path, n_train: int = REAL_TRAIN, budget: int = REAL_BUDGET, seed: int = 1,
