@@ -101,6 +101,10 @@ def _when(ts: float | None, short: bool = False) -> str:
     return datetime.fromtimestamp(ts).strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S")
 
 
+def _clock_time(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else "-"
+
+
 def _fmt(x: float | None, spec: str = "+.2f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -146,8 +150,8 @@ class Inspector:
             usage, summary = COMMANDS[argv[0]]
             return Text.assemble((usage, "bold"), "\n  ", summary)
         table = Table(box=box.SIMPLE, show_header=True, title=f"insightloop inspect — {self.run_dir}")
-        table.add_column("command", style="bold cyan", no_wrap=True)
-        table.add_column("what it shows")
+        table.add_column("command", style="bold cyan", ratio=3)
+        table.add_column("what it shows", ratio=2)
         for usage, summary in COMMANDS.values():
             table.add_row(usage, summary)
         return table
@@ -289,16 +293,17 @@ class Inspector:
         rows = self.store.list_episodes(failed_only=a.failed, limit=a.limit)[::-1]  # newest first
         if not rows:
             return _message("no episodes" + (" failed" if a.failed else " yet"), "yellow")
-        table = Table(title="failed episodes" if a.failed else "episodes", box=box.SIMPLE_HEAD)
-        for col in ("id", "task", "phase", "reward", "answer", "insights", "rollouts", "tokens", "finished"):
-            numeric = col in ("reward", "insights", "rollouts", "tokens")
+        title = ("failed episodes" if a.failed else "episodes") + f" (newest first, up to {a.limit})"
+        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, caption="used: insights in the prompt")
+        for col in ("id", "task", "phase", "reward", "answer", "used", "rollouts", "tokens", "finished"):
+            numeric = col in ("reward", "used", "rollouts", "tokens")
             table.add_column(col, overflow="fold", style="cyan" if col == "id" else None,
                              justify="right" if numeric else "left")
         for ep in rows:
             table.add_row(ep.id, _short_task(ep.task), str(ep.meta.get("phase", "-")), _reward_text(ep),
                           _clip(ep.answer or "-", 12),
                           str(len(ep.insights_used)), str(ep.rollouts),
-                          str(ep.prompt_tokens + ep.completion_tokens), _when(ep.finished, short=True))
+                          str(ep.prompt_tokens + ep.completion_tokens), _clock_time(ep.finished))
         return table
 
     def cmd_episode(self, argv: list[str]) -> RenderableType:
@@ -682,8 +687,11 @@ def _diff_table(diff: MemoryDiff, v1: int, v2: int) -> RenderableType:
         table.add_row(Text("removed", "red"), ins.id, "", f"[{ins.status}] {_clip(ins.text, 110)}", "")
     for ch in diff.changed:
         for i, (name, (before, after)) in enumerate(sorted(ch.fields.items())):
+            if isinstance(before, dict) and isinstance(after, dict):  # meta: only the keys that changed
+                keys = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+                before, after = ({k: d[k] for k in keys if k in d} for d in (before, after))
             table.add_row(Text("modified", "yellow") if i == 0 else "", ch.id if i == 0 else "", name,
-                          _clip(_plain(before), 110), _clip(_plain(after), 110))
+                          _clip(_compact(before), 110), _clip(_compact(after), 110))
     return table
 
 
