@@ -128,7 +128,7 @@ class FoldConfig(Strict):
     warm_start_sft: bool = Field(False, description="SFT on the verified chains before a GRPO or DPO fold")
     gate_z: float = Field(1.0, ge=0, description="noise margin: standard errors of the paired difference")
     gate_max_tokens: int = Field(256, ge=8)
-    retest_insights: int = Field(0, ge=0, description="after an accepted fold, re-test this many top insights")
+    retest_insights: int = Field(0, ge=0, description="after an accepted fold, re-test N top insights")
 
 
 class DaemonConfig(Strict):

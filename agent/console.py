@@ -220,7 +220,7 @@ class Inspector:
         p.add_argument("id")
         ins = self.resolve_insight(p.parse_args(argv).id)
         parts: list[RenderableType] = [self._insight_header(ins)]
-        parts.append(_history_table(self._credit_history(ins.id)))
+        parts.append(_history_table(self._credit_history(ins.id), ins.family))
         parts.append(_effect_table(self.store.task_stats(ins.id)))
         parts.append(self._provenance(ins))
         contrast = _contrast_from_meta(ins.meta)
@@ -294,7 +294,8 @@ class Inspector:
         if not rows:
             return _message("no episodes" + (" failed" if a.failed else " yet"), "yellow")
         title = ("failed episodes" if a.failed else "episodes") + f" (newest first, up to {a.limit})"
-        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, caption="used: insights in the prompt")
+        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False,
+                      caption="used: insights in the prompt")
         for col in ("id", "task", "phase", "reward", "answer", "used", "rollouts", "tokens", "finished"):
             numeric = col in ("reward", "used", "rollouts", "tokens")
             table.add_column(col, overflow="fold", style="cyan" if col == "id" else None,
@@ -462,7 +463,7 @@ class Inspector:
             name = str(m.index) + (" ◀" if serving is not None and serving.name == str(m.index) else "")
             table.add_row(name, Text(m.status, style=_status_style(m.status)),
                           m.method + (" +lora" if m.lora else ""), str(m.steps), _plain(m.parent),
-                          _clip(m.base_model, 30), _compact(m.data_counts), _compact(m.metrics),
+                          _clip(m.base_model, 30), _compact(m.data_counts), _metrics_text(m.metrics),
                           _gate_text(m.gate))
         return table
 
@@ -515,7 +516,7 @@ def _reward_text(ep: Episode) -> Text:
     return Text(f"{ep.reward.score:.2f}", style="green" if ep.reward.correct else "red")
 
 
-def _history_table(history: list[dict[str, Any]]) -> RenderableType:
+def _history_table(history: list[dict[str, Any]], family: str | None = None) -> RenderableType:
     if not history:
         return _message("no credit yet: the insight has not been used in a credited episode", "dim")
     table = Table(title="utility history (credit events)", box=box.SIMPLE_HEAD)
@@ -527,7 +528,10 @@ def _history_table(history: list[dict[str, Any]]) -> RenderableType:
     for n, h in enumerate(history, start=1):
         delta = _credit_delta(h)
         total += delta
-        table.add_row(str(h.get("version", "-")), _when(h.get("ts"), short=True), str(h.get("task_id", "-")),
+        task = str(h.get("task_id", "-"))
+        if family and task.startswith(family + "/"):
+            task = task[len(family) + 1:]  # the family is in the insight's header
+        table.add_row(str(h.get("version", "-")), _when(h.get("ts"), short=True), task,
                       str(h.get("episode_id", "-")), _fmt(h.get("reward"), ".2f"),
                       _fmt(h.get("baseline"), ".2f"),
                       Text(_fmt(delta), style="green" if delta > 0 else "red" if delta < 0 else ""),
@@ -797,15 +801,24 @@ def _compact(data: Any) -> str:
     return ", ".join(f"{k}={_plain(v) if not isinstance(v, dict) else _compact(v)}" for k, v in data.items())
 
 
-def _gate_text(gate: Any) -> Text:
+def _gate_text(gate: dict[str, Any] | None) -> Text:
+    """The gate's verdict and the held-out accuracy before → after."""
     if gate is None:
-        return Text("-", style="dim")
-    if not isinstance(gate, dict):
-        return Text(_plain(gate))
+        return Text("not gated", style="dim")
     accepted = gate.get("accepted", gate.get("passed"))
     verdict = Text("accepted" if accepted else "rejected", style="green" if accepted else "red")
-    rest = {k: v for k, v in gate.items() if k not in ("accepted", "passed")}
-    return verdict + Text(("  " + _compact(rest)) if rest else "")
+    old, new = gate.get("old_accuracy", gate.get("before")), gate.get("new_accuracy", gate.get("after"))
+    if old is None or new is None:
+        rest = {k: v for k, v in gate.items() if k not in ("accepted", "passed")}
+        return verdict + Text(("  " + _compact(rest)) if rest else "")
+    n = f" (n={gate['n']})" if "n" in gate else ""
+    return verdict + Text(f"  {_fmt(old, '.2f')} → {_fmt(new, '.2f')}{n}")
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    """The few training metrics worth a column; the manifest keeps them all."""
+    keys = [k for k in ("mean_loss", "train_loss", "loss", "reward", "mean_reward") if k in metrics][:2]
+    return _compact({k: metrics[k] for k in keys or list(metrics)[:2]})
 
 
 # ---- opening a run directory and the interactive loop --------------------------------------

@@ -83,7 +83,8 @@ def run_dir(tmp_path: Path) -> Path:
         folder.mkdir(parents=True)
         manifest = Manifest(index=index, base_model="SmolLM2-135M-Instruct", method="grpo", steps=4,
                             parent=None if index == 1 else "1", data_counts={"prompts": 8},
-                            metrics={"loss": 0.5}, gate={"accepted": accepted, "before": 0.25, "after": 0.5},
+                            metrics={"loss": 0.5}, gate={"accepted": accepted, "old_accuracy": 0.25,
+                                                                "new_accuracy": 0.5, "n": 4},
                             status="accepted" if accepted else "rejected")
         (folder / "manifest.json").write_text(manifest.model_dump_json())
     (tmp_path / "checkpoints" / "CURRENT").write_text("1\n")
@@ -231,6 +232,7 @@ def test_budget_sums_episodes_and_reads_status(inspector: Inspector) -> None:
 def test_checkpoints_show_gate_results(inspector: Inspector) -> None:
     out = render(inspector.execute("checkpoints"), width=200)
     assert "accepted" in out and "rejected" in out and "serving: 1" in out and "prompts=8" in out
+    assert "0.25 → 0.50 (n=4)" in out and "loss=0.5" in out
 
 
 def test_completion(inspector: Inspector) -> None:
