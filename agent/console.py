@@ -520,8 +520,8 @@ def _history_table(history: list[dict[str, Any]], family: str | None = None) -> 
     if not history:
         return _message("no credit yet: the insight has not been used in a credited episode", "dim")
     table = Table(title="utility history (credit events)", box=box.SIMPLE_HEAD)
-    for col in ("version", "when", "task", "episode", "reward", "baseline", "credit", "running mean"):
-        text_col = col in ("when", "task", "episode")
+    for col in ("version", "task", "episode", "reward", "baseline", "credit", "running mean"):
+        text_col = col in ("task", "episode")
         table.add_column(col, justify="left" if text_col else "right",
                          overflow="fold" if text_col else "ellipsis")
     total = 0.0
@@ -531,7 +531,7 @@ def _history_table(history: list[dict[str, Any]], family: str | None = None) -> 
         task = str(h.get("task_id", "-"))
         if family and task.startswith(family + "/"):
             task = task[len(family) + 1:]  # the family is in the insight's header
-        table.add_row(str(h.get("version", "-")), _when(h.get("ts"), short=True), task,
+        table.add_row(str(h.get("version", "-")), task,
                       str(h.get("episode_id", "-")), _fmt(h.get("reward"), ".2f"),
                       _fmt(h.get("baseline"), ".2f"),
                       Text(_fmt(delta), style="green" if delta > 0 else "red" if delta < 0 else ""),

@@ -79,22 +79,26 @@ def save_curve_png(curve: Curve, path: str | Path, title: str = "insightloop lea
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig, (acc_ax, lift_ax) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
                                           gridspec_kw={"height_ratios": [2, 1]})
-    acc_ax.plot(*_xy(curve.with_insights), label=f"with insights (n={curve.n_with})", color="tab:green")
+    dots = {"marker": "o", "markersize": 3}  # a group with one episode still shows
+    acc_ax.plot(*_xy(curve.with_insights), label=f"with insights (n={curve.n_with})", color="tab:green",
+                **dots)
     acc_ax.plot(*_xy(curve.without_insights), label=f"without insights (n={curve.n_without})",
-                color="tab:red")
+                color="tab:red", **dots)
     acc_ax.plot(*_xy(list(curve.overall)), label="all episodes", color="tab:gray", linestyle="--")
     acc_ax.set_ylim(-0.02, 1.02)
     acc_ax.set_ylabel(f"rolling accuracy (last {curve.window})")
     acc_ax.set_title(title)
-    acc_ax.legend(loc="lower right", fontsize=8)
+    acc_ax.legend(loc="upper left", fontsize=8)
     acc_ax.grid(alpha=0.3)
     lift_ax.axhline(0.0, color="black", linewidth=0.8)
-    lift_ax.plot(*_xy(curve.lift), color="tab:blue")
+    lift_ax.plot(*_xy(curve.lift), color="tab:blue", **dots)
+    lift_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     lift_ax.set_ylim(-1.02, 1.02)
     lift_ax.set_ylabel("lift")
     lift_ax.set_xlabel("episode (in order finished)")
@@ -104,6 +108,7 @@ def save_curve_png(curve: Curve, path: str | Path, title: str = "insightloop lea
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a plot is meant to be shared
         os.replace(tmp, out)
     finally:
         plt.close(fig)
