@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from insightloop.agent.files import atomic_write
 from insightloop.evals.tasks import VERIFIERS, Task
 from pydantic import BaseModel, Field
 
@@ -92,19 +92,6 @@ def parse_inbox_file(path: Path, max_prompt_chars: int, max_file_bytes: int) -> 
     return ParsedFile(name=path.name, tasks=good, problems=problems, fatal=fatal)
 
 
-def _atomic_write(dest: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _raw_lines(path: Path, numbers: Iterable[int]) -> bytes:
     """The raw bytes of the given 1-based lines (kept as bytes: the line may not be valid UTF-8)."""
     wanted = set(numbers)
@@ -166,7 +153,7 @@ class Inbox:
         """Copy a file's bad lines to failed/<stem>.rejected.jsonl, with a sidecar saying why."""
         stem = path.name[:-6] if path.name.endswith(".jsonl") else path.name
         dest = self.dir("failed") / f"{stem}.rejected.jsonl"
-        _atomic_write(dest, _raw_lines(path, [p.line for p in problems if p.line]))
+        atomic_write(dest, _raw_lines(path, [p.line for p in problems if p.line]))
         self._sidecar(dest, f"{len(problems)} line(s) of {source} refused; the other lines were processed",
                       problems, source)
         return dest
@@ -174,7 +161,7 @@ class Inbox:
     def _sidecar(self, dest: Path, reason: str, problems: list[LineProblem], source: str) -> None:
         body = {"file": source, "reason": reason, "problems": [p.model_dump() for p in problems],
                 "at": self.clock()}
-        _atomic_write(dest.with_name(dest.name + ".error.json"), json.dumps(body, indent=2).encode())
+        atomic_write(dest.with_name(dest.name + ".error.json"), json.dumps(body, indent=2).encode())
 
     def finish_file(self, path: Path) -> Path:
         dest = self.dir("done") / path.name
@@ -193,7 +180,7 @@ class Inbox:
     def rebuild_outbox(self, name: str, results: list[dict[str, Any]]) -> None:
         """Rewrite a file's outbox from committed results (drops a torn or duplicated last line)."""
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results).encode()
-        _atomic_write(self.outbox_path(name), data)
+        atomic_write(self.outbox_path(name), data)
 
 
 SCHEMA = """

@@ -12,7 +12,6 @@ Progress is reported through typed events to an optional `on_event` callback.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import time
@@ -25,6 +24,7 @@ from typing import Literal
 from insightloop.agent.budget import Budget
 from insightloop.agent.config import SearchConfig
 from insightloop.agent.episode import Episode, SearchTree, Trajectory
+from insightloop.agent.files import atomic_write
 from insightloop.agent.lm import LM, Generation, GenRequest
 from insightloop.agent.search.domain import ReasoningDomain, Search, SearchRun
 from insightloop.agent.search.mcts import MCTS
@@ -313,10 +313,6 @@ def summarize(episodes: Sequence[Episode], strategy: str, seconds: float | None 
 
 def save_episode(run_dir: str | Path, ep: Episode) -> Path:
     """Write RUN_DIR/episodes/<id>.json atomically (temp name, then os.replace)."""
-    folder = Path(run_dir) / "episodes"
-    folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / f"{ep.id}.json"
-    tmp = folder / f".{ep.id}.json.tmp"
-    tmp.write_text(ep.model_dump_json(), encoding="utf-8")
-    os.replace(tmp, dest)
+    dest = Path(run_dir) / "episodes" / f"{ep.id}.json"
+    atomic_write(dest, ep.model_dump_json())
     return dest

@@ -11,12 +11,12 @@ import json
 import logging
 import logging.handlers
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 from insightloop.agent.events import Event
+from insightloop.agent.files import atomic_write
 from pydantic import BaseModel, Field, ValidationError
 
 STATUS_FILE = "status.json"
@@ -65,14 +65,7 @@ class DaemonStatus(BaseModel):
 def write_status(run_dir: Path, status: DaemonStatus) -> Path:
     """Write RUN_DIR/status.json atomically."""
     dest = Path(run_dir) / STATUS_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(status.model_dump_json(indent=2))
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(dest, status.model_dump_json(indent=2))
     return dest
 
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from insightloop.agent.files import atomic_write
 from pydantic import BaseModel, Field
 
 CURRENT = "CURRENT"
@@ -43,19 +44,6 @@ def checkpoints_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def current(run_dir: str | Path) -> Path | None:
     """The checkpoint folder the policy serves from, or None for the base model."""
     marker = checkpoints_dir(run_dir) / CURRENT
@@ -68,7 +56,7 @@ def current(run_dir: str | Path) -> Path | None:
 def set_current(run_dir: str | Path, folder: Path) -> None:
     """Point CURRENT at `folder` (atomically)."""
     checkpoints_dir(run_dir).mkdir(parents=True, exist_ok=True)
-    _atomic_write(checkpoints_dir(run_dir) / CURRENT, folder.name + "\n")
+    atomic_write(checkpoints_dir(run_dir) / CURRENT, folder.name + "\n")
 
 
 def next_index(run_dir: str | Path) -> int:
@@ -103,7 +91,7 @@ def read_manifest(folder: str | Path) -> Manifest:
 def update_manifest(folder: str | Path, **fields: Any) -> Manifest:
     """Rewrite the manifest with some fields changed (atomically)."""
     manifest = read_manifest(folder).model_copy(update=fields)
-    _atomic_write(Path(folder) / MANIFEST, manifest.model_dump_json(indent=2))
+    atomic_write(Path(folder) / MANIFEST, manifest.model_dump_json(indent=2))
     return manifest
 
 
