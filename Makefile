@@ -30,7 +30,7 @@ demo: setup
 	$(VENV)/bin/insightloop demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 bench: setup
 	$(PY) benchmarks/run_all.py

@@ -125,8 +125,11 @@ def test_load_weights_merges_a_lora_adapter(lm: HFBackend, tmp_path: Path) -> No
             if "lora_B" in name:  # LoRA starts as a no-op (B = 0); make it change the model
                 param.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(0))
     peft_model.save_pretrained(tmp_path / "adapter")
+    q_before = lm.model.model.layers[0].self_attn.q_proj.weight.detach().clone()
     lm.load_weights(tmp_path / "adapter")
-    assert lm.generate([req])[0][0].text != before
+    # Merged, not wrapped: the base weights moved and no LoRA module is left in the served model.
+    assert not torch.equal(lm.model.model.layers[0].self_attn.q_proj.weight, q_before)
+    assert not any("lora" in name for name, _ in lm.model.named_parameters())
     lm.load_weights(original)
     assert lm.generate([req])[0][0].text == before
 
