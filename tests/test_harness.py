@@ -51,7 +51,8 @@ class FakeLM:
     def _one(self, req: GenRequest, i: int) -> Generation:
         system, user = req.messages[0].content, req.messages[-1].content
         if "compare two attempts" in system:  # the analyst fills one pre-filled line at a time
-            lesson = LESSON.removeprefix("When") if req.assistant_prefix.endswith("When") else " lost the carry"
+            head = req.assistant_prefix.endswith("When")
+            lesson = LESSON.removeprefix("When") if head else " lost the carry"
             return Generation(text=lesson, prompt_tokens=40, completion_tokens=10)
         if "correct solution" in user:
             return Generation(
