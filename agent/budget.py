@@ -9,9 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from pydantic import BaseModel, Field, PrivateAttr
-
 from insightloop.agent.lm import Generation
+from pydantic import BaseModel, Field, PrivateAttr
 
 
 class Budget(BaseModel):

@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from insightloop.evals.tasks import Reward, Task
+from pydantic import BaseModel, Field
 
 
 class Node(BaseModel):
