@@ -172,7 +172,11 @@ def test_kill9_and_sigterm_lose_no_task_and_no_committed_insight(tmp_path: Path)
         seen_insights, seen_versions = insights, versions
         assert len(outbox_ids(run, "batch.jsonl")) >= done_count(run) - 1  # at most one line not yet appended
 
-    proc = start(run)  # SIGTERM while an episode runs: exit 0 within a few seconds
+    # SIGTERM while an episode runs: exit 0 within a few seconds. The first batch may be finished by
+    # now, so a second one guarantees there is work in flight when the signal arrives.
+    late = list(range(101, 121))
+    write_inbox(run, "late.jsonl", [task(i) for i in late])
+    proc = start(run)
     wait_for(lambda: state(run, proc.pid) == "working", 120, "the daemon to be working")
     time.sleep(rng.uniform(0.0, 1.0))
     t0 = time.monotonic()
@@ -185,8 +189,9 @@ def test_kill9_and_sigterm_lose_no_task_and_no_committed_insight(tmp_path: Path)
     assert proc.wait(timeout=240) == 0
     ids = outbox_ids(run, "batch.jsonl")
     assert sorted(ids) == [f"q{i}" for i in range(1, n + 1)]  # every task exactly once
+    assert sorted(outbox_ids(run, "late.jsonl")) == sorted(f"q{i}" for i in late)
     assert (run / "done" / "batch.jsonl").exists() and not any((run / "failed").iterdir())
-    assert done_count(run) == n
+    assert done_count(run) == n + len(late)
     insights, versions = memory_rows(run)
     assert seeded <= insights.keys() and seen_insights.keys() <= insights.keys() and seen_versions <= versions
     assert sum(insights[i] for i in seeded) >= n  # every finished episode credited the seeded insights
