@@ -12,12 +12,11 @@
 from __future__ import annotations
 
 import math
-import os
 import statistics
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from insightloop.agent.files import atomic_write
 from insightloop.evals.harness import Aggregate, Results
 
 JSON_NAME = "results.json"
@@ -26,18 +25,9 @@ CURVE_PNG = "accuracy_vs_rollouts.png"
 TOKENS_PNG = "prompt_tokens.png"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; these are reports to share
-    os.replace(tmp, path)
-
-
 def save_json(res: Results, out: Path) -> Path:
     path = out / JSON_NAME
-    _atomic_write(path, res.model_dump_json(indent=1))
+    atomic_write(path, res.model_dump_json(indent=1))
     return path
 
 
@@ -186,7 +176,7 @@ def write_report(res: Results, out: str | Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": save_json(res, folder)}
     md = folder / MD_NAME
-    _atomic_write(md, markdown(res))
+    atomic_write(md, markdown(res))
     paths["md"] = md
     if res.aggregates:
         paths["curves"] = plot_curves(res, folder / CURVE_PNG)

@@ -10,12 +10,11 @@ support, the rest are added with their statistics; existing tasks, baselines and
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from insightloop.agent.files import atomic_write
 from insightloop.memory import db
 from insightloop.memory.records import Attempt, ImportReport, Insight, TaskStats, clean_text
 from pydantic import BaseModel, Field, ValidationError
@@ -100,16 +99,7 @@ def export_jsonl(store: MemoryStore, path: Path) -> int:
     """Write one consistent snapshot of the memory to `path` (temp file, then `os.replace`)."""
     lines = _lines(store)
     path = path.expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for line in lines:
-                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     return len(lines)
 
 
