@@ -190,7 +190,9 @@ class LiteLLMBackend:
             if is_config_error(err):
                 raise LMConfigError(self._explain(err)) from err
             log.warning("%s: request failed after retries: %s", self.name, err)
-            return [Generation(text="", finish_reason="error", error=f"{type(err).__name__}: {err}")
+            status = _status(err)
+            where = f"HTTP {status} " if status is not None else ""
+            return [Generation(text="", finish_reason="error", error=f"{where}{type(err).__name__}: {err}")
                     for _ in range(n)]
 
     def _explain(self, err: BaseException) -> str:
