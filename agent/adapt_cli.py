@@ -92,5 +92,5 @@ def adapt_command(suite: str, n_train: int, n_test: int, budget: int, run_dir: P
 
 
 def demo_command() -> int:
-    """`make demo`: adapt on the default suite and budget with the embedded models (about 5 minutes on 2 CPU cores)."""
+    """`make demo`: adapt on the default suite and budget with the embedded models (minutes on 2 CPU cores)."""
     return adapt_command(DEMO_SUITE, DEMO_TRAIN, DEMO_TEST, DEMO_BUDGET, None, False, 0, None, DEMO_OVERRIDES)

@@ -201,7 +201,7 @@ def adapt(
 
 @app.command()
 def demo() -> None:
-    """The main job on the embedded models: adapt on a default suite and budget (about 5 minutes on 2 CPU cores)."""
+    """The main job on the embedded models: adapt on a default suite and budget (minutes on 2 CPU cores)."""
     from insightloop.agent.adapt_cli import demo_command
 
     raise typer.Exit(demo_command())
