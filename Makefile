@@ -32,11 +32,16 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q --durations=15
 
+# The unit tier only (fakes, no model): seconds.
+test-fast: setup
+	$(PY) -m pytest -q -m "not real and not gpu"
+
 bench: setup
 	$(PY) benchmarks/run_all.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 # Re-resolve the dependency tree from pyproject.toml's ranges and requirements.in, then commit both
 # lock files. Run it when you change a dependency, or to move to newer releases (then run `make test`).

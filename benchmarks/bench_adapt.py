@@ -21,10 +21,9 @@ for _k, _v in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
                ("LITELLM_LOCAL_MODEL_COST_MAP", "True"), ("TOKENIZERS_PARALLELISM", "false")):
     os.environ.setdefault(_k, _v)
 
-from insightloop.agent.adapt import AdaptResult, adapt  # noqa: E402
-from insightloop.agent.backends import make_lm  # noqa: E402
-from insightloop.agent.config import load_config  # noqa: E402
-from insightloop.memory.embed import make_embedder  # noqa: E402
+from insightloop.apps.adapt import AdaptResult, adapt  # noqa: E402
+from insightloop.apps.runtime import Runtime  # noqa: E402
+from insightloop.core.config import load_config  # noqa: E402
 
 SUITES = ["bbh/boolean_expressions", "bbh/navigate", "bbh/web_of_lies", "rg/basic_arithmetic"]
 # Sized for a shared 2-core CPU: whole-attempt sampling, short answers, one thread per process
@@ -54,9 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/adapt.jsonl")
     args = ap.parse_args(argv)
     cfg = load_config(overrides=OVERRIDES + args.overrides)
-    policy = make_lm(cfg.policy)
-    models = (policy, make_lm(cfg.analyst) if cfg.analyst else policy)
-    embedder = make_embedder(cfg.memory.embedder)
+    runtime = Runtime(cfg)  # the models load once and serve every run
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     print(f"adapt benchmark: train={args.train} test={args.test} budget={args.budget} overrides={OVERRIDES}")
@@ -67,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in (int(s) for s in args.seeds.split(",")):
         for suite in args.suites.split(","):
             t0 = time.time()
-            r = adapt(suite, args.train, args.test, args.budget, cfg, seed=seed, models=models,
-                      embedder=embedder)
+            r = adapt(suite, args.train, args.test, args.budget, cfg, seed=seed, runtime=runtime)
             results.append(r)
             with out.open("a", encoding="utf-8") as f:
                 f.write(json.dumps({**r.model_dump(mode="json"), "wall": time.time() - t0}) + "\n")

@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from insightloop.agent.config import MemoryConfig
-from insightloop.agent.console import open_inspector
-from insightloop.agent.episode import Episode, SearchTree, Trajectory
-from insightloop.evals.tasks import Reward, Task
+from insightloop.apps.console.inspector import open_inspector
+from insightloop.core.config import MemoryConfig
+from insightloop.core.episode import Episode, SearchTree, Trajectory
+from insightloop.core.task import Reward, Task
 from insightloop.memory.embed import HashingEmbedder
 from insightloop.memory.store import MemoryStore
 from rich.console import Console

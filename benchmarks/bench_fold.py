@@ -24,7 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-from insightloop.agent.config import Config  # noqa: E402
+from insightloop.core.config import Config  # noqa: E402
 from insightloop.evals.suites import load_suite  # noqa: E402
 from insightloop.rl.fold import FoldData, fold  # noqa: E402
 
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     from insightloop.agent.backends import make_lm
-    from insightloop.agent.solve import solve_many
+    from insightloop.agent.search.solve import solve_many
 
     tasks = load_suite(args.suite)
     random.Random(args.seed).shuffle(tasks)

@@ -21,8 +21,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see agent/backends/hf.py
 
 from insightloop.agent.backends.hf import HFBackend  # noqa: E402
-from insightloop.agent.config import ModelConfig  # noqa: E402
-from insightloop.agent.lm import GenRequest  # noqa: E402
+from insightloop.core.config import ModelConfig  # noqa: E402
+from insightloop.core.lm import GenRequest  # noqa: E402
 
 PROMPT = "Explain step by step how to compute 17 * 23, then give the result."
 LONG_CONTEXT = (

@@ -125,8 +125,8 @@ def bench_size(n: int, n_queries: int, rng: np.random.Generator) -> dict[str, fl
 
 def bench_store(n: int) -> dict[str, float]:
     """End to end through MemoryStore (SQLite WAL, an event per add, dedup search, index upkeep)."""
-    from insightloop.agent.config import MemoryConfig
-    from insightloop.evals.tasks import Task
+    from insightloop.core.config import MemoryConfig
+    from insightloop.core.task import Task
     from insightloop.memory.embed import HashingEmbedder
     from insightloop.memory.store import MemoryStore
 
@@ -147,7 +147,7 @@ def bench_store(n: int) -> dict[str, float]:
 
 
 def bench_encoder(n: int = 256) -> float:
-    from insightloop.agent.models import embedded_embedder_path
+    from insightloop.core.models import embedded_embedder_path
     from insightloop.memory.embed import SentenceTransformerEmbedder
 
     emb = SentenceTransformerEmbedder(str(embedded_embedder_path()))

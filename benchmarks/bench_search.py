@@ -20,11 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from insightloop.agent.config import Config, load_config  # noqa: E402
-from insightloop.agent.lm import GenRequest  # noqa: E402
-from insightloop.agent.solve import solve_many, summarize  # noqa: E402
+from insightloop.agent.search.solve import solve_many, summarize  # noqa: E402
+from insightloop.core.config import Config, load_config  # noqa: E402
+from insightloop.core.lm import GenRequest  # noqa: E402
+from insightloop.core.task import Task  # noqa: E402
 from insightloop.evals.suites import load_suite  # noqa: E402
-from insightloop.evals.tasks import Task  # noqa: E402
 
 
 def run_one(cfg: Config, tasks: list[Task], strategy: str, budget: int, reuse: bool) -> dict[str, object]:

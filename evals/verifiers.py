@@ -20,7 +20,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
-from insightloop.evals.tasks import Reward, Task, Verifier
+from insightloop.core.task import Reward, Task, Verifier
 
 # Only the tail is searched: the final answer sits at the end, and this bounds regex work.
 MAX_COMPLETION_CHARS = 20_000

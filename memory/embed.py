@@ -151,6 +151,6 @@ def make_embedder(spec: str, device: str = "cpu") -> Embedder:
     if spec == HASHING or spec.startswith(HASHING + "-"):
         dim = int(spec.split("-", 1)[1]) if "-" in spec else 256
         return HashingEmbedder(dim)
-    from insightloop.agent.models import resolve_embedder
+    from insightloop.core.models import resolve_embedder
 
     return SentenceTransformerEmbedder(resolve_embedder(spec), device=device)

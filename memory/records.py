@@ -13,6 +13,7 @@ import unicodedata
 import uuid
 from typing import Any, Literal
 
+from insightloop.core.stats import interval_from_sums
 from pydantic import BaseModel, Field
 
 InsightKind = Literal["strategy", "constraint", "format", "pitfall"]
@@ -48,18 +49,6 @@ def clean_text(text: str, max_chars: int) -> str:
     return (cut[:space] if space >= max_chars * 0.8 else cut).rstrip()
 
 
-def mean_ci(n: int, total: float, total_sq: float, z: float) -> tuple[float, float]:
-    """Normal-approximation interval of a mean from its count, sum and sum of squares, clipped to
-    the utility range. Fewer than two observations give the whole range (nothing is known)."""
-    lo_bound, hi_bound = UTILITY_RANGE
-    if n < 2:
-        return lo_bound, hi_bound
-    mean = total / n
-    var = max(total_sq - n * mean * mean, 0.0) / (n - 1)
-    half = z * math.sqrt(var / n)
-    return max(lo_bound, mean - half), min(hi_bound, mean + half)
-
-
 class Insight(BaseModel):
     """A learned lesson and its measured effect.
 
@@ -93,7 +82,7 @@ class Insight(BaseModel):
         return self.utility_sum / self.uses if self.uses else 0.0
 
     def utility_bounds(self, z: float) -> tuple[float, float]:
-        return mean_ci(self.uses, self.utility_sum, self.utility_sq, z)
+        return interval_from_sums(self.uses, self.utility_sum, self.utility_sq, z, UTILITY_RANGE)
 
     @property
     def utility_ci(self) -> tuple[float, float]:

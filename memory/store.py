@@ -27,9 +27,9 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-from insightloop.agent.config import MemoryConfig
-from insightloop.agent.episode import Episode
-from insightloop.evals.tasks import Task
+from insightloop.core.config import MemoryConfig
+from insightloop.core.episode import Episode
+from insightloop.core.task import Task
 from insightloop.memory import db, versions
 from insightloop.memory.embed import Embedder
 from insightloop.memory.index import VectorIndex

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from insightloop.agent.files import atomic_write
+from insightloop.core.files import atomic_write
 from insightloop.memory import db
 from insightloop.memory.records import Attempt, ImportReport, Insight, TaskStats, clean_text
 from pydantic import BaseModel, Field, ValidationError

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from insightloop.agent.files import atomic_write
+from insightloop.core.files import atomic_write
 from pydantic import BaseModel, Field
 
 CURRENT = "CURRENT"

@@ -12,38 +12,21 @@ the weights learn exactly the distribution the solver samples from:
   shares the shortest common prefix with it; the shared steps go into the prompt, so only the
   divergent parts are scored.
 
-Chains written by the learning loop are kept as JSON lines in `RUN_DIR/chains.jsonl`.
+Chains written by the learning loop come from `memory.chains`.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import time
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
-from insightloop.agent.episode import Episode, Trajectory
-from insightloop.agent.search.domain import build_messages
-from insightloop.evals.tasks import Task
-from pydantic import BaseModel, Field, ValidationError
-
-CHAINS_FILE = "chains.jsonl"
-# The solver starts every whole attempt with this assistant text (ReasoningDomain.rollout_request).
-ATTEMPT_PRIMER = "Step 1:"
+from insightloop.agent.search.domain import ATTEMPT_PRIMER, build_messages
+from insightloop.core.episode import Chain, Episode, Trajectory
+from insightloop.core.task import Task
+from pydantic import BaseModel, Field
 
 Render = Callable[[Task, Sequence[str]], str]
 """Renders a task (and insights) into the prompt text the policy sees before its assistant turn."""
-
-
-class Chain(BaseModel):
-    """A reasoning chain written for a task (e.g. by the synthesizer), with the verifier's verdict."""
-
-    task: Task
-    text: str
-    verified: bool
-    source_episode: str | None = None
-    created: float = Field(default_factory=time.time)
 
 
 class GRPOPrompt(BaseModel):
@@ -72,34 +55,6 @@ class DPOPair(BaseModel):
     rejected: str
     task_id: str
     shared_steps: int = 0
-
-
-def append_chains(run_dir: str | Path, chains: Iterable[Chain]) -> int:
-    """Append chains to the run's chain buffer; returns how many were written."""
-    path = Path(run_dir) / CHAINS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [c.model_dump_json() + "\n" for c in chains]
-    with path.open("a", encoding="utf-8") as f:
-        f.writelines(lines)
-        f.flush()
-        os.fsync(f.fileno())
-    return len(lines)
-
-
-def load_chains(run_dir: str | Path) -> list[Chain]:
-    """Read the chain buffer. A torn last line (a crash mid-append) is skipped, not fatal."""
-    path = Path(run_dir) / CHAINS_FILE
-    if not path.exists():
-        return []
-    out: list[Chain] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            out.append(Chain.model_validate_json(line))
-        except ValidationError:
-            continue
-    return out
 
 
 def chat_render(tokenizer: object) -> Render:

@@ -17,18 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from insightloop.agent.config import Config, FoldConfig
-from insightloop.agent.episode import Episode
-from insightloop.evals.tasks import Reward, Task
+from insightloop.core.config import Config, FoldConfig
+from insightloop.core.episode import Chain, Episode
+from insightloop.core.task import Reward, Task
+from insightloop.memory.chains import load_chains
 from insightloop.rl import checkpoints as ck
-from insightloop.rl.data import (
-    Chain,
-    build_dpo_pairs,
-    build_grpo_prompts,
-    build_sft_examples,
-    chat_render,
-    load_chains,
-)
+from insightloop.rl.data import build_dpo_pairs, build_grpo_prompts, build_sft_examples, chat_render
 from insightloop.rl.gate import GateResult, InsightRetest, gate, retest_insight
 from insightloop.rl.policy import load_policy, trained_model
 from pydantic import BaseModel, Field
@@ -240,7 +234,7 @@ def _retest(lm: Any, store: InsightStore, episodes: Sequence[Episode], cfg: Conf
 
 def _start_point(run_dir: str | Path, cfg: Config) -> tuple[str, str, str | None]:
     """(weights to train from, the original base model, the parent checkpoint folder or None)."""
-    from insightloop.agent.models import resolve_policy
+    from insightloop.core.models import resolve_policy
 
     parent = ck.current(run_dir)
     if parent is None:

@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from insightloop.agent.config import FoldConfig
-from insightloop.evals.tasks import Reward, Task
-from insightloop.rl.data import ATTEMPT_PRIMER, GRPOPrompt
+from insightloop.agent.search.domain import ATTEMPT_PRIMER
+from insightloop.core.config import FoldConfig
+from insightloop.core.task import Reward, Task
+from insightloop.rl.data import GRPOPrompt
 from insightloop.rl.policy import common_args, lora_config, quiet
 
 VerifyFn = Callable[[Task, str], Reward]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from insightloop.agent.config import FoldConfig
+from insightloop.core.config import FoldConfig
 
 
 def load_policy(path: str | Path) -> tuple[Any, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from insightloop.agent.config import FoldConfig
+from insightloop.core.config import FoldConfig
 from insightloop.rl.data import SFTExample
 from insightloop.rl.policy import common_args, lora_config, quiet
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from insightloop.agent import events as ev
-from insightloop.agent.adapt import SUMMARY_KEYS, adapt
-from insightloop.agent.config import load_config
+from insightloop.apps.adapt import SUMMARY_KEYS, adapt
+from insightloop.core import events as ev
+from insightloop.core.config import load_config
 
 pytestmark = pytest.mark.real
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from insightloop.agent.analyst import (
+from insightloop.agent.learn.analyst import (
     Analysis,
     Analyst,
     AnalystFormatError,
@@ -15,11 +15,11 @@ from insightloop.agent.analyst import (
     render_pair,
     synthesize,
 )
-from insightloop.agent.budget import Budget
-from insightloop.agent.episode import Trajectory
-from insightloop.agent.lm import Generation, GenRequest
-from insightloop.agent.pairs import make_pair
-from insightloop.evals.tasks import Reward, Task
+from insightloop.agent.learn.pairs import make_pair
+from insightloop.core.budget import Budget
+from insightloop.core.episode import Trajectory
+from insightloop.core.lm import Generation, GenRequest
+from insightloop.core.task import Reward, Task
 
 TASK = Task(id="t1", family="arith", prompt="What is 17 + 25? Add the two numbers.", answer="42",
             verifier="numeric")

@@ -14,8 +14,8 @@ import torch
 from insightloop.agent.backends import make_lm
 from insightloop.agent.backends.api import CONTINUE_INSTRUCTION, LiteLLMBackend, LMConfigError, is_transient
 from insightloop.agent.backends.hf import PrefixCache, _sample_seed, _top_p
-from insightloop.agent.config import ModelConfig
-from insightloop.agent.lm import LM, GenRequest, truncate_at_stop
+from insightloop.core.config import ModelConfig
+from insightloop.core.lm import LM, GenRequest, truncate_at_stop
 
 MODEL = "openai/fake-model"
 _REQ = httpx.Request("POST", "http://fake/v1/chat/completions")

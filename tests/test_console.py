@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from insightloop.agent.config import MemoryConfig
-from insightloop.agent.console import COMMANDS, Inspector, line_chart
-from insightloop.agent.episode import Episode, SearchTree, Trajectory
-from insightloop.agent.plots import EpisodePoint, learning_curve
-from insightloop.evals.tasks import Reward, Task
+from insightloop.apps.console.curve import EpisodePoint, learning_curve
+from insightloop.apps.console.inspector import COMMANDS, Inspector, line_chart
+from insightloop.core.config import MemoryConfig
+from insightloop.core.episode import Episode, SearchTree, Trajectory
+from insightloop.core.task import Reward, Task
 from insightloop.memory.embed import HashingEmbedder
 from insightloop.memory.store import MemoryStore
 from insightloop.rl.checkpoints import Manifest
@@ -274,9 +274,9 @@ def build_real_run(where: Path, n_train: int = REAL_TRAIN, budget: int = REAL_BU
     import random
 
     from insightloop.agent.backends import make_lm
-    from insightloop.agent.budget import Budget
-    from insightloop.agent.config import load_config
-    from insightloop.agent.loop import Learner
+    from insightloop.agent.learn.loop import Learner
+    from insightloop.core.budget import Budget
+    from insightloop.core.config import load_config
     from insightloop.evals.suites import load_suite
     from insightloop.memory.embed import make_embedder
 
@@ -301,7 +301,7 @@ def real_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.real
 def test_real_run_through_the_command_layer(real_run_dir: Path, tmp_path: Path) -> None:
     """Every read command on the run the embedded model produced, checked against the store."""
-    from insightloop.agent.console import open_inspector
+    from insightloop.apps.console.inspector import open_inspector
 
     inspector, close = open_inspector(real_run_dir)
     try:
@@ -340,7 +340,7 @@ def test_real_curation_is_recorded_and_visible_in_diff(real_run_dir: Path, tmp_p
     """approve / reject / edit through a briefly opened writer (real MiniLM re-embedding on edit)."""
     import shutil
 
-    from insightloop.agent.console import open_inspector
+    from insightloop.apps.console.inspector import open_inspector
     from insightloop.memory.embed import make_embedder
 
     run = tmp_path / "run"

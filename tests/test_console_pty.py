@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from insightloop.agent.config import MemoryConfig
+from insightloop.core.config import MemoryConfig
 from insightloop.memory.embed import HashingEmbedder
 from insightloop.memory.store import MemoryStore
 

@@ -11,9 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from insightloop.agent.budget import Budget
-from insightloop.agent.config import Config
-from insightloop.agent.daemon import (
+from insightloop.apps.daemon.service import (
     CallStats,
     Daemon,
     DaemonLocked,
@@ -23,10 +21,12 @@ from insightloop.agent.daemon import (
     lock_holder,
     serve,
 )
-from insightloop.agent.episode import Episode
-from insightloop.agent.lm import Generation, GenRequest
-from insightloop.agent.status import read_status
-from insightloop.evals.tasks import Reward, Task
+from insightloop.apps.daemon.status import read_status
+from insightloop.core.budget import Budget
+from insightloop.core.config import Config
+from insightloop.core.episode import Episode
+from insightloop.core.lm import Generation, GenRequest
+from insightloop.core.task import Reward, Task
 
 
 class Clock:
@@ -365,7 +365,7 @@ def test_bad_practice_suite_is_reported_and_inbox_still_served(tmp_path: Path) -
 
 
 def test_json_logs_record_steps_and_loop_events(tmp_path: Path) -> None:
-    from insightloop.agent.events import EpisodeStarted
+    from insightloop.core.events import EpisodeStarted
 
     d, _, _ = make(tmp_path)
     d.on_event(EpisodeStarted(episode_id="e1", task_id="t1", family="f", train=True))
@@ -386,7 +386,7 @@ def test_serve_runs_until_idle_on_a_worker_thread(tmp_path: Path) -> None:
 
 
 def test_status_command_prints_table_and_json(tmp_path: Path) -> None:
-    from insightloop.agent.cli import app
+    from insightloop.apps.cli.main import app
     from typer.testing import CliRunner
 
     d, _, _ = make(tmp_path, rollouts_per_hour=100)
@@ -406,7 +406,7 @@ def test_status_command_prints_table_and_json(tmp_path: Path) -> None:
 
 
 def test_checkpoint_sync_loads_current_weights_once_and_after_a_fold(tmp_path: Path) -> None:
-    from insightloop.agent.daemon import CheckpointSync
+    from insightloop.apps.daemon.service import CheckpointSync
     from insightloop.rl import checkpoints
 
     class Loadable(FakeLM):
@@ -431,7 +431,7 @@ def test_checkpoint_sync_loads_current_weights_once_and_after_a_fold(tmp_path: P
 
 
 def test_json_log_rotates(tmp_path: Path) -> None:
-    from insightloop.agent.status import close_log, open_log
+    from insightloop.apps.daemon.status import close_log, open_log
 
     log = open_log(tmp_path, max_bytes=10_000, backups=2)
     for i in range(400):

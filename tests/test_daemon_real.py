@@ -90,7 +90,7 @@ def memory_rows(run_dir: Path) -> tuple[dict[str, int], set[int]]:
 
 def seed_insights(run_dir: Path) -> set[str]:
     """Two active insights, so episodes retrieve and credit them (memory writes during the run)."""
-    from insightloop.agent.config import MemoryConfig
+    from insightloop.core.config import MemoryConfig
     from insightloop.memory.embed import make_embedder
     from insightloop.memory.store import MemoryStore
 

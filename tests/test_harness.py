@@ -8,11 +8,13 @@ import math
 from pathlib import Path
 
 import pytest
-from insightloop.agent.budget import Budget
-from insightloop.agent.config import Config, load_config
-from insightloop.agent.lm import Generation, GenRequest
-from insightloop.evals import baselines, ours
-from insightloop.evals.harness import (
+from insightloop.core.budget import Budget
+from insightloop.core.config import Config, load_config
+from insightloop.core.lm import Generation, GenRequest
+from insightloop.core.stats import mean_ci
+from insightloop.evals.harness import baselines, ours
+from insightloop.evals.harness.report import load_results, markdown, write_report
+from insightloop.evals.harness.runner import (
     BudgetExceeded,
     Context,
     EvalSpec,
@@ -21,10 +23,8 @@ from insightloop.evals.harness import (
     aggregate,
     evaluate,
     make_runs,
-    mean_ci,
     run_eval,
 )
-from insightloop.evals.report import load_results, markdown, write_report
 from insightloop.memory.embed import HashingEmbedder
 
 LESSON = "When adding numbers, carry the tens digit before writing the answer."
@@ -259,8 +259,8 @@ def test_markdown_names_failures(tmp_path: Path) -> None:
 
 def test_gepa_is_scored_by_our_verifier_not_by_substring() -> None:
     from gepa.adapters.default_adapter.default_adapter import ContainsAnswerEvaluator
-    from insightloop.evals.gepa_peer import BudgetStopper, VerifierEvaluator, data_of
-    from insightloop.evals.tasks import Task
+    from insightloop.core.task import Task
+    from insightloop.evals.harness.gepa_peer import BudgetStopper, VerifierEvaluator, data_of
 
     task = Task(
         id="b1", family="bool", prompt="not ( True ) and ( True ) is", answer="False", verifier="boolean"
@@ -281,7 +281,7 @@ def test_gepa_is_scored_by_our_verifier_not_by_substring() -> None:
 
 
 def test_results_of_two_processes_merge(tmp_path: Path) -> None:
-    from insightloop.evals.report import merge
+    from insightloop.evals.harness.report import merge
 
     _, a = _run(tmp_path, ["none"], seeds=[0])
     _, b = _run(tmp_path, ["none"], seeds=[1])

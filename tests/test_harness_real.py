@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from insightloop.agent.config import load_config
 from insightloop.agent.search.domain import SYSTEM_PROMPT
-from insightloop.evals.harness import Context, EvalSpec, Results, run_eval
-from insightloop.evals.report import load_results, write_report
+from insightloop.core.config import load_config
+from insightloop.evals.harness.report import load_results, write_report
+from insightloop.evals.harness.runner import Context, EvalSpec, Results, run_eval
 
 pytestmark = pytest.mark.real
 

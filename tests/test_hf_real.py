@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from insightloop.agent.backends.hf import HFBackend
-from insightloop.agent.config import ModelConfig
-from insightloop.agent.lm import LM, GenRequest
+from insightloop.core.config import ModelConfig
+from insightloop.core.lm import LM, GenRequest
 
 pytestmark = pytest.mark.real
 

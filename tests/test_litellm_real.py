@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from insightloop.agent.backends.api import LiteLLMBackend
-from insightloop.agent.config import ModelConfig
-from insightloop.agent.lm import GenRequest
-from insightloop.agent.models import embedded_policy_path
+from insightloop.core.config import ModelConfig
+from insightloop.core.lm import GenRequest
+from insightloop.core.models import embedded_policy_path
 
 pytestmark = pytest.mark.real
 

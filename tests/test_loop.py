@@ -7,13 +7,13 @@ import random
 from typing import Any
 
 import pytest
-from insightloop.agent import events as ev
-from insightloop.agent.budget import Budget
-from insightloop.agent.config import Config, load_config
-from insightloop.agent.episode import Episode
-from insightloop.agent.lm import Generation, GenRequest
-from insightloop.agent.loop import ADMIT_REASON, FAIL_REASON, Learner
-from insightloop.evals.tasks import Task
+from insightloop.agent.learn.loop import ADMIT_REASON, FAIL_REASON, Learner
+from insightloop.core import events as ev
+from insightloop.core.budget import Budget
+from insightloop.core.config import Config, load_config
+from insightloop.core.episode import Episode
+from insightloop.core.lm import Generation, GenRequest
+from insightloop.core.task import Task
 from insightloop.memory.records import Attempt, Insight
 
 OLD = Attempt(task_id="old", task_text="Add", family="arith", text="Answer: 3", reward=1.0)
@@ -230,7 +230,7 @@ def test_evaluation_freezes_memory_and_uses_it() -> None:
 
 
 def test_synthesized_chains_are_verified_and_stored_for_the_fold(tmp_path: Any) -> None:
-    from insightloop.rl.data import load_chains
+    from insightloop.memory.chains import load_chains
 
     store = FakeStore()
     learner = Learner(FakePolicy(), FakeAnalyst(), store, _cfg(), random.Random(0), run_dir=tmp_path)
@@ -244,7 +244,8 @@ def test_synthesized_chains_are_verified_and_stored_for_the_fold(tmp_path: Any) 
 def test_fold_runs_every_n_training_episodes(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    import insightloop.rl.fold as rl_fold
+    import insightloop.apps.runtime as runtime
+    from insightloop.memory.embed import HashingEmbedder
 
     calls: list[Any] = []
 
@@ -252,12 +253,13 @@ def test_fold_runs_every_n_training_episodes(tmp_path: Any, monkeypatch: pytest.
         calls.append((run_dir, kw["lm"]))
         return SimpleNamespace(accepted=True, checkpoint="ckpt/1", index=1, method="grpo")
 
-    monkeypatch.setattr(rl_fold, "fold", fake_fold)
+    monkeypatch.setattr(runtime, "fold", fake_fold)
     events: list[ev.Event] = []
     policy = FakePolicy()
     cfg = _cfg(baseline_samples=0, fold_every=2, synthesize=False)
-    learner = Learner(policy, FakeAnalyst(), FakeStore(), cfg, random.Random(0), events.append,
-                      run_dir=tmp_path)
+    rt = runtime.Runtime(cfg, tmp_path, policy=policy, analyst=FakeAnalyst(), embedder=HashingEmbedder())
+    learner = rt.learner(FakeStore(), run_dir=tmp_path, rng=random.Random(0),  # type: ignore[arg-type]
+                         on_event=events.append)
     report = learner.train(_tasks(2), Budget(max_rollouts=15))
     assert report.folds == len(calls) == report.episodes // 2 >= 1
     assert all(lm is policy for _, lm in calls)
@@ -286,7 +288,9 @@ def test_with_the_real_store_learning_persists_and_evaluation_writes_nothing(tmp
 def test_adapt_measures_the_lift_on_a_jsonl_suite(tmp_path: Any) -> None:
     import json
 
-    from insightloop.agent.adapt import SUMMARY_KEYS, adapt, paired_ci
+    from insightloop.apps.adapt import SUMMARY_KEYS, adapt
+    from insightloop.apps.runtime import Runtime
+    from insightloop.core.stats import paired_ci
     from insightloop.memory.embed import HashingEmbedder
 
     path = tmp_path / "sums.jsonl"
@@ -294,7 +298,7 @@ def test_adapt_measures_the_lift_on_a_jsonl_suite(tmp_path: Any) -> None:
             for t in _tasks(12)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = adapt(f"jsonl:{path}", 4, 6, 20, _cfg(), run_dir=tmp_path / "run", seed=1,
-                models=(FakePolicy(), FakeAnalyst()), embedder=HashingEmbedder())
+                runtime=Runtime(_cfg(), policy=FakePolicy(), analyst=FakeAnalyst(), embedder=HashingEmbedder()))
     summary = res.summary()
     assert list(summary) == list(SUMMARY_KEYS)
     assert summary["baseline_accuracy"] == 0.0 and summary["adapted_accuracy"] == 1.0

@@ -8,14 +8,14 @@ import random
 import re
 
 import pytest
-from insightloop.agent.budget import Budget
-from insightloop.agent.config import SearchConfig
-from insightloop.agent.episode import Episode, Node, SearchTree
-from insightloop.agent.lm import Generation, GenRequest
 from insightloop.agent.search.domain import ReasoningDomain, normalize_step, step_key
 from insightloop.agent.search.mcts import MCTS, uct
-from insightloop.agent.solve import EpisodeFinished, EpisodeStarted, solve, solve_many, vote
-from insightloop.evals.tasks import Reward, Task
+from insightloop.agent.search.solve import EpisodeFinished, EpisodeStarted, solve, solve_many, vote
+from insightloop.core.budget import Budget
+from insightloop.core.config import SearchConfig
+from insightloop.core.episode import Episode, Node, SearchTree
+from insightloop.core.lm import Generation, GenRequest
+from insightloop.core.task import Reward, Task
 
 
 class FakeVerifier:
@@ -195,7 +195,7 @@ def test_best_and_answer_with_reference() -> None:
 
 
 def test_value_weighted_vote_without_reference() -> None:
-    from insightloop.agent.episode import Trajectory
+    from insightloop.core.episode import Trajectory
 
     trajs = [Trajectory(text="a", reward=0, parsed_answer="7", value=0.0),
              Trajectory(text="b", reward=0, parsed_answer="9", value=0.9),
@@ -264,7 +264,7 @@ def test_solve_cli_table_json_and_run_dir_on_a_fake_lm(monkeypatch: pytest.Monke
     import json
 
     import insightloop.agent.backends as backends
-    from insightloop.agent.cli import app
+    from insightloop.apps.cli.main import app
     from typer.testing import CliRunner
 
     monkeypatch.setattr(backends, "make_lm", lambda cfg: FakeLM())

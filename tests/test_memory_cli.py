@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from insightloop.agent.cli import app
-from insightloop.agent.config import MemoryConfig
-from insightloop.evals.tasks import Task
+from insightloop.apps.cli.main import app
+from insightloop.core.config import MemoryConfig
+from insightloop.core.task import Task
 from insightloop.memory.embed import HashingEmbedder
 from insightloop.memory.store import MemoryStore
 from typer.testing import CliRunner

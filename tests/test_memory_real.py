@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from insightloop.agent.config import MemoryConfig
-from insightloop.agent.models import embedded_embedder_path
-from insightloop.evals.tasks import Task
+from insightloop.core.config import MemoryConfig
+from insightloop.core.models import embedded_embedder_path
+from insightloop.core.task import Task
 from insightloop.memory.embed import SentenceTransformerEmbedder
 from insightloop.memory.store import MemoryStore
 
@@ -174,9 +174,9 @@ def test_index_rebuilds_after_delete_or_truncate(filled, embedder):
 
 CHILD = r"""
 import sys
-from insightloop.agent.config import MemoryConfig
-from insightloop.agent.models import embedded_embedder_path
-from insightloop.evals.tasks import Task
+from insightloop.core.config import MemoryConfig
+from insightloop.core.models import embedded_embedder_path
+from insightloop.core.task import Task
 from insightloop.memory.embed import SentenceTransformerEmbedder
 from insightloop.memory.store import MemoryStore
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from insightloop.agent.config import MemoryConfig
-from insightloop.evals.tasks import Task
+from insightloop.core.config import MemoryConfig
+from insightloop.core.task import Task
 from insightloop.memory.embed import HashingEmbedder
 from insightloop.memory.records import Insight
 from insightloop.memory.retrieval import Candidate, NeighbourCredit, score_candidates, select

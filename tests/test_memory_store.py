@@ -6,9 +6,9 @@ import json
 import random
 
 import pytest
-from insightloop.agent.config import MemoryConfig
-from insightloop.agent.episode import Episode
-from insightloop.evals.tasks import Reward, Task
+from insightloop.core.config import MemoryConfig
+from insightloop.core.episode import Episode
+from insightloop.core.task import Reward, Task
 from insightloop.memory.embed import HashingEmbedder
 from insightloop.memory.records import Attempt, clean_text
 from insightloop.memory.store import MemoryStore, ReadOnlyError

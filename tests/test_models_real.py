@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from insightloop.agent import models
+from insightloop.core import models
 
 pytestmark = pytest.mark.real
 

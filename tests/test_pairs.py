@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from insightloop.agent.episode import SearchTree, Trajectory
-from insightloop.agent.pairs import (
+from insightloop.agent.learn.pairs import (
     anchor_of,
     divergence_step,
     failures_of,
@@ -15,6 +14,7 @@ from insightloop.agent.pairs import (
     sibling_contrast,
     steps_of,
 )
+from insightloop.core.episode import SearchTree, Trajectory
 
 
 def _t(text: str, reward: float, steps: list[str] | None = None, visits: int = 1, value: float = 0.0,

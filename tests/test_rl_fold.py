@@ -6,19 +6,13 @@ import random
 from pathlib import Path
 
 import pytest
-from insightloop.agent.config import Config
-from insightloop.agent.episode import Episode, SearchTree, Trajectory
-from insightloop.evals.tasks import Reward, Task
+from insightloop.agent.search.domain import ATTEMPT_PRIMER
+from insightloop.core.config import Config
+from insightloop.core.episode import Chain, Episode, SearchTree, Trajectory
+from insightloop.core.task import Reward, Task
+from insightloop.memory.chains import append_chains, load_chains
 from insightloop.rl import checkpoints as ck
-from insightloop.rl.data import (
-    ATTEMPT_PRIMER,
-    Chain,
-    append_chains,
-    build_dpo_pairs,
-    build_grpo_prompts,
-    build_sft_examples,
-    load_chains,
-)
+from insightloop.rl.data import build_dpo_pairs, build_grpo_prompts, build_sft_examples
 from insightloop.rl.dpo import dpo_losses
 from insightloop.rl.gate import decide
 
@@ -190,7 +184,7 @@ def test_rollout_puts_chain_only_into_all_wrong_groups_and_reward_scores_it():
 def test_report_table_renders():
     import io
 
-    from insightloop.rl.cli import report_table
+    from insightloop.apps.cli.fold import report_table
     from insightloop.rl.fold import FoldResult
     from rich.console import Console
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from insightloop.agent.config import Config
-from insightloop.agent.episode import Episode, Trajectory
-from insightloop.evals.tasks import Reward, Task
+from insightloop.core.config import Config
+from insightloop.core.episode import Chain, Episode, Trajectory
+from insightloop.core.task import Reward, Task
 from insightloop.evals.verifiers import verify
+from insightloop.memory.chains import append_chains
 from insightloop.rl import checkpoints as ck
-from insightloop.rl.data import Chain, append_chains, build_grpo_prompts, chat_render
+from insightloop.rl.data import build_grpo_prompts, chat_render
 from insightloop.rl.fold import FoldData, fold
 from insightloop.rl.grpo import make_grpo_trainer
 from insightloop.rl.policy import load_policy
@@ -39,7 +40,7 @@ def small_cfg(**fold: object) -> Config:
 
 @pytest.fixture(scope="module")
 def base() -> Path:
-    from insightloop.agent.models import embedded_policy_path
+    from insightloop.core.models import embedded_policy_path
 
     return embedded_policy_path()
 
@@ -54,7 +55,7 @@ def lm(base: Path):
 @pytest.fixture(scope="module")
 def episodes(lm) -> list[Episode]:
     """Real episodes: the solver sampling two attempts at each copy task."""
-    from insightloop.agent.solve import solve_many
+    from insightloop.agent.search.solve import solve_many
 
     return solve_many([copy_task(w) for w in WORDS[:4]], lm, small_cfg().search)
 
@@ -106,7 +107,7 @@ def test_offpolicy_chain_rescues_all_wrong_group_and_gains_logprob(base: Path, t
 
 
 def test_grpo_fold_from_real_episodes_writes_reloadable_checkpoint(base: Path, lm, episodes, tmp_path: Path):
-    from insightloop.agent.solve import save_episode
+    from insightloop.agent.search.solve import save_episode
     from transformers import AutoModelForCausalLM
 
     for ep in episodes:

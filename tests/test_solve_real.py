@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from insightloop.agent.budget import Budget
-from insightloop.agent.config import load_config
-from insightloop.agent.episode import Episode
-from insightloop.agent.lm import LM
-from insightloop.agent.solve import solve, solve_many
+from insightloop.agent.search.solve import solve, solve_many
+from insightloop.core.budget import Budget
+from insightloop.core.config import load_config
+from insightloop.core.episode import Episode
+from insightloop.core.lm import LM
 from insightloop.evals.suites import load_suite
 from typer.testing import CliRunner
 
@@ -65,7 +65,7 @@ def test_same_seed_gives_the_same_tree(lm: LM) -> None:
 
 @pytest.mark.real
 def test_solve_cli_adhoc_json_and_run_dir(tmp_path) -> None:
-    from insightloop.agent.cli import app
+    from insightloop.apps.cli.main import app
 
     args = ["solve", "--prompt", "What is 6 times 7?", "--verifier", "numeric", "--answer", "42", "--json",
             "--budget", "2", "--strategy", "sample", "--run-dir", str(tmp_path)]
@@ -83,7 +83,7 @@ def test_solve_cli_adhoc_json_and_run_dir(tmp_path) -> None:
 
 
 def test_solve_cli_errors_exit_2() -> None:
-    from insightloop.agent.cli import app
+    from insightloop.apps.cli.main import app
 
     runner = CliRunner()
     bad_suite = runner.invoke(app, ["solve", "--suite", "no_such_suite"])

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from insightloop.agent.cli import app
+from insightloop.apps.cli.main import app
 from insightloop.evals.suites import list_suites, load_suite, split
 from insightloop.evals.suites.bbh import task_names
 from insightloop.evals.suites.countdown import solve
@@ -180,8 +180,8 @@ def test_cli_suites_table_and_show(tmp_path: Path) -> None:
 def test_real_model_completions_are_scored_without_errors() -> None:
     """Completions of the embedded SmolLM2 policy go through every kind of verifier without raising."""
     from insightloop.agent.backends import make_lm
-    from insightloop.agent.config import load_config
-    from insightloop.agent.lm import GenRequest
+    from insightloop.core.config import load_config
+    from insightloop.core.lm import GenRequest
 
     lm = make_lm(load_config(None, []).policy)
     tasks = [load_suite(name, limit=1)[0] for name in

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from insightloop.evals.tasks import Reward, Task, Verifier
+from insightloop.core.task import Reward, Task, Verifier
 from insightloop.evals.verifiers import (
     eval_arithmetic,
     extract_answer,

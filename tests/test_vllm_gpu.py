@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from insightloop.agent.config import ModelConfig
-from insightloop.agent.lm import GenRequest
+from insightloop.core.config import ModelConfig
+from insightloop.core.lm import GenRequest
 
 pytestmark = [
     pytest.mark.gpu,

@@ -6,8 +6,8 @@ when chosen, so torch, litellm or vllm load only if needed.
 
 from __future__ import annotations
 
-from insightloop.agent.config import ModelConfig
-from insightloop.agent.lm import LM
+from insightloop.core.config import ModelConfig
+from insightloop.core.lm import LM
 
 
 def make_lm(cfg: ModelConfig) -> LM:

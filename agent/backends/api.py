@@ -31,8 +31,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from insightloop.agent.config import ModelConfig
-from insightloop.agent.lm import Generation, GenRequest, truncate_at_stop
+from insightloop.core.config import ModelConfig
+from insightloop.core.lm import Generation, GenRequest, truncate_at_stop
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else litellm downloads prices at import

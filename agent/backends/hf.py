@@ -35,9 +35,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
-from insightloop.agent.config import ModelConfig
-from insightloop.agent.lm import Generation, GenRequest, Message, render_plain, truncate_at_stop
-from insightloop.agent.models import resolve_policy
+from insightloop.core.config import ModelConfig
+from insightloop.core.lm import Generation, GenRequest, Message, render_plain, truncate_at_stop
+from insightloop.core.models import resolve_policy
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from insightloop.agent.config import ModelConfig
-from insightloop.agent.lm import Generation, GenRequest, truncate_at_stop
-from insightloop.agent.models import resolve_policy
+from insightloop.core.config import ModelConfig
+from insightloop.core.lm import Generation, GenRequest, truncate_at_stop
+from insightloop.core.models import resolve_policy
 
 INSTALL_VLLM = "pip install 'insightloop[gpu]'  (or: pip install vllm)"
 

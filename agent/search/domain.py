@@ -12,10 +12,10 @@ import re
 from collections.abc import Generator, Sequence
 from typing import Protocol
 
-from insightloop.agent.config import SearchConfig
-from insightloop.agent.episode import SearchTree
-from insightloop.agent.lm import Generation, GenRequest, Message
-from insightloop.evals.tasks import Reward, Task, Verifier
+from insightloop.core.config import SearchConfig
+from insightloop.core.episode import SearchTree
+from insightloop.core.lm import Generation, GenRequest, Message
+from insightloop.core.task import Reward, Task, Verifier
 from pydantic import BaseModel
 
 SYSTEM_PROMPT = (
@@ -24,6 +24,8 @@ SYSTEM_PROMPT = (
 )
 INSIGHTS_HEADER = "Insights from past problems:"
 STEP_STOPS = ("\n\n", "\nStep ")
+# The solver starts every whole attempt with this assistant text (`rollout_request`).
+ATTEMPT_PRIMER = "Step 1:"
 _MARKER = re.compile(r"^\s*step\s*\d+\s*[:.)]\s*", re.IGNORECASE)
 _ANSWER = re.compile(r"\banswer\s*:", re.IGNORECASE)
 
@@ -107,12 +109,12 @@ class ReasoningDomain:
 
     def rollout_request(self, path: str, seed: int, n: int = 1) -> GenRequest:
         """Continue from `path` to a full answer (for `n` samples of a whole attempt, `path` may be '')."""
-        return GenRequest(messages=self.messages, assistant_prefix=path or "Step 1:", n=n,
+        return GenRequest(messages=self.messages, assistant_prefix=path or ATTEMPT_PRIMER, n=n,
                           max_tokens=self.cfg.answer_tokens, temperature=self.cfg.temperature, seed=seed)
 
     def continuation(self, path: str, gen: Generation) -> str:
         """The rollout text after `path`, cut after the answer line."""
-        head = "" if path else "Step 1:"
+        head = "" if path else ATTEMPT_PRIMER
         return cut_after_answer(head + gen.text)
 
     def score(self, full_text: str) -> Reward:

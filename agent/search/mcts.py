@@ -15,10 +15,10 @@ import math
 import random
 from collections.abc import Generator
 
-from insightloop.agent.budget import Budget
-from insightloop.agent.episode import Node, SearchTree
-from insightloop.agent.lm import Generation, GenRequest
 from insightloop.agent.search.domain import ReasoningDomain, SearchRun, has_answer
+from insightloop.core.budget import Budget
+from insightloop.core.episode import Node, SearchTree
+from insightloop.core.lm import Generation, GenRequest
 
 SEED_SPACE = 2**31 - 1
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import random
 
-from insightloop.agent.budget import Budget
-from insightloop.agent.episode import SearchTree
 from insightloop.agent.search.domain import ReasoningDomain, SearchRun
 from insightloop.agent.search.mcts import SEED_SPACE
+from insightloop.core.budget import Budget
+from insightloop.core.episode import SearchTree
 
 
 class Sampler:

@@ -13,7 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from insightloop.evals.tasks import Task
+from insightloop.core.task import Task
 
 if TYPE_CHECKING:  # importlib.resources.abc only exists from Python 3.11
     from importlib.resources.abc import Traversable

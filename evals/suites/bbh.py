@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import re
 
+from insightloop.core.task import Task
 from insightloop.evals.suites import data_file
-from insightloop.evals.tasks import Task
 from insightloop.evals.verifiers import BOOLEAN_WORDS, answer_instruction, boolean_labels, parse_options
 
 NUMERIC_TASKS = frozenset({"multistep_arithmetic_two", "object_counting"})

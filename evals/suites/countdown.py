@@ -10,8 +10,8 @@ import json
 from fractions import Fraction
 from itertools import permutations
 
+from insightloop.core.task import Task
 from insightloop.evals.suites import data_file
-from insightloop.evals.tasks import Task
 from insightloop.evals.verifiers import answer_instruction
 
 FAMILY = "countdown"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from insightloop.core.task import Task
 from insightloop.evals.suites import data_file
-from insightloop.evals.tasks import Task
 from insightloop.evals.verifiers import answer_instruction
 
 FAMILY = "equation_balancer"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import csv
 import io
 
+from insightloop.core.task import Task
 from insightloop.evals.suites import data_file
-from insightloop.evals.tasks import Task
 from insightloop.evals.verifiers import answer_instruction
 
 FAMILY = "game24"

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from insightloop.evals.tasks import Task
+from insightloop.core.task import Task
 from insightloop.evals.verifiers import (
     ExpressionError,
     answer_instruction,

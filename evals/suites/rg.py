@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from insightloop.evals.tasks import Task
+from insightloop.core.task import Task
 from insightloop.evals.verifiers import answer_instruction, rg_dataset
 
 

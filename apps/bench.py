@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from insightloop.agent.config import Config, ConfigError, load_config
-from insightloop.agent.lm import LM, GenRequest
+from insightloop.core.config import Config, ConfigError, load_config
+from insightloop.core.lm import LM, GenRequest
 from pydantic import BaseModel
 
 PROMPT = "Explain step by step how to compute 17 * 23, then give the result."
@@ -78,7 +78,7 @@ def llama_cpp_tokens_per_s(tokens: int = GEN_TOKENS, threads: int | None = None)
         from llama_cpp import Llama
     except ImportError:
         return None
-    from insightloop.agent.models import embedded_gguf_path
+    from insightloop.core.models import embedded_gguf_path
 
     llm = Llama(model_path=str(embedded_gguf_path()), n_ctx=512, n_threads=threads, verbose=False)
     msgs = [{"role": "user", "content": PROMPT}]
@@ -88,7 +88,7 @@ def llama_cpp_tokens_per_s(tokens: int = GEN_TOKENS, threads: int | None = None)
 
 
 def mcts_rollouts_per_s(lm: LM, cfg: Config, n_tasks: int = 3) -> tuple[float, int]:
-    from insightloop.agent.solve import solve_many
+    from insightloop.agent.search.solve import solve_many
     from insightloop.evals.suites import load_suite
 
     tasks = load_suite(SUITE, limit=n_tasks)
@@ -100,8 +100,8 @@ def mcts_rollouts_per_s(lm: LM, cfg: Config, n_tasks: int = 3) -> tuple[float, i
 
 def episode_seconds(lm: LM, cfg: Config, embedder: Any) -> tuple[float, int]:
     """One training episode of the CORE loop on a failed-prone problem, fresh memory."""
-    from insightloop.agent.budget import Budget
-    from insightloop.agent.loop import Learner
+    from insightloop.agent.learn.loop import Learner
+    from insightloop.core.budget import Budget
     from insightloop.evals.suites import load_suite
     from insightloop.memory.store import MemoryStore
 
@@ -118,10 +118,11 @@ def episode_seconds(lm: LM, cfg: Config, embedder: Any) -> tuple[float, int]:
 
 def fold_step_seconds(cfg: Config) -> float:
     """One GRPO optimizer step (one prompt, one group) of the embedded policy through TRL."""
-    from insightloop.agent.models import resolve_policy
+    from insightloop.agent.search.domain import ATTEMPT_PRIMER
+    from insightloop.core.models import resolve_policy
     from insightloop.evals.suites import load_suite
     from insightloop.evals.verifiers import verify
-    from insightloop.rl.data import ATTEMPT_PRIMER, GRPOPrompt, chat_render
+    from insightloop.rl.data import GRPOPrompt, chat_render
     from insightloop.rl.grpo import make_grpo_trainer
     from insightloop.rl.policy import load_policy
 
@@ -138,7 +139,7 @@ def fold_step_seconds(cfg: Config) -> float:
 
 
 def memory_queries_per_s(cfg: Config, embedder: Any, n: int = 300, queries: int = 50) -> float:
-    from insightloop.evals.tasks import Task
+    from insightloop.core.task import Task
     from insightloop.memory.store import MemoryStore
 
     rng = random.Random(0)

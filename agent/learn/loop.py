@@ -24,18 +24,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from insightloop.agent import events as ev
-from insightloop.agent.analyst import Analysis, Analyst, leak_reason, synthesize
-from insightloop.agent.budget import Budget
-from insightloop.agent.config import Config, SearchConfig
-from insightloop.agent.episode import Episode
-from insightloop.agent.lm import LM
-from insightloop.agent.pairs import Pair, failures_of, memory_pair, select_pairs
-from insightloop.evals.tasks import Reward, Task, Verifier
+from insightloop.agent.learn.analyst import Analysis, Analyst, leak_reason, synthesize
+from insightloop.agent.learn.pairs import Pair, failures_of, memory_pair, select_pairs
+from insightloop.agent.search.solve import default_verifier, new_episode_id, save_episode, solve, solve_many
+from insightloop.core import events as ev
+from insightloop.core.budget import Budget
+from insightloop.core.config import Config, SearchConfig
+from insightloop.core.episode import Episode
+from insightloop.core.lm import LM
+from insightloop.core.task import Reward, Task, Verifier
+from insightloop.memory.chains import append_chains
 from insightloop.memory.records import Attempt, Insight
 from pydantic import BaseModel, Field
 
 VerifierFor = Callable[[Task], Verifier]
+Folder = Callable[[], tuple[bool, dict[str, Any]]]
+"""Folds the run's verified data into the policy's weights: (accepted, details). Raises ValueError
+when there is too little data to fold yet. The runtime builds it (folding sits above learning)."""
 
 
 class Memory(Protocol):
@@ -119,12 +124,6 @@ class EvalReport(BaseModel):
         return sum(i.prompt_tokens for i in self.items) / len(self.items) if self.items else 0.0
 
 
-def _default_verifier_for(task: Task) -> Verifier:
-    from insightloop.agent.solve import default_verifier
-
-    return default_verifier(task)
-
-
 Candidate = tuple[str, str, Pair, Analysis]  # (text, kind, pair, analysis)
 ADMIT_REASON = "solved its source problem alone in the prompt"
 FAIL_REASON = "did not solve its source problem alone in the prompt"
@@ -143,7 +142,8 @@ class Learner:
 
     def __init__(self, policy: LM, analyst: LM, store: Memory, cfg: Config, rng: random.Random | None = None,
                  on_event: ev.EventSink = ev.ignore, *, run_dir: str | Path | None = None,
-                 verifier_for: VerifierFor | None = None, clock: Callable[[], float] = time.time):
+                 verifier_for: VerifierFor | None = None, fold: Folder | None = None,
+                 clock: Callable[[], float] = time.time):
         self.policy = policy
         self.analyst_lm = analyst
         self.store = store
@@ -152,7 +152,8 @@ class Learner:
         self.emit = on_event
         run_dir = run_dir if run_dir is not None else getattr(store, "run_dir", None)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.verifier_for = verifier_for or _default_verifier_for
+        self.verifier_for = verifier_for or default_verifier
+        self.fold = fold
         self.clock = clock
         fmt = cfg.loop.analyst_format
         if fmt == "auto" and (cfg.analyst or cfg.policy).model == "embedded":
@@ -174,8 +175,6 @@ class Learner:
 
     def _solve(self, task: Task, scfg: SearchConfig, insights: Sequence[str], budget: Budget,
                episode_id: str | None = None) -> Episode:
-        from insightloop.agent.solve import solve
-
         rng = random.Random(self.rng.randrange(2**31))
         return solve(task, self.policy, scfg, insights, budget, rng, self.verifier_for(task),
                      episode_id=episode_id, clock=self.clock)
@@ -188,8 +187,6 @@ class Learner:
     # -- baselines -------------------------------------------------------------------------------
     def estimate_baselines(self, tasks: Sequence[Task], budget: Budget) -> dict[str, float]:
         """No-insight success rate per task from `baseline_samples` counted rollouts, batched."""
-        from insightloop.agent.solve import solve_many
-
         n = self.cfg.loop.baseline_samples
         left = budget.remaining_rollouts()
         fit = [t for t in tasks if t.answer is not None][: len(tasks) if left is None else left // max(n, 1)]
@@ -253,8 +250,6 @@ class Learner:
 
     def run_episode(self, task: Task, train: bool, budget: Budget) -> Episode:
         """One task end to end (see the module docstring); learning happens only when `train`."""
-        from insightloop.agent.solve import new_episode_id
-
         mem = self.cfg.memory
         insights = self.store.retrieve(task, mem.top_k, train, mem.prompt_token_budget) if mem.top_k else []
         ep_id = new_episode_id(task)
@@ -276,8 +271,6 @@ class Learner:
 
     def _log(self, ep: Episode) -> None:
         """The store shows episodes in the console; the files in RUN_DIR/episodes feed the fold."""
-        from insightloop.agent.solve import save_episode
-
         self.store.add_episode(ep)
         if self.run_dir is not None:
             save_episode(self.run_dir, ep)
@@ -361,8 +354,6 @@ class Learner:
         return out
 
     def _synthesize(self, ep: Episode, analysis: Analysis, budget: Budget) -> None:
-        from insightloop.rl.data import append_chains
-
         s = self.cfg.search
         chain = synthesize(ep.task, analysis, self.policy, self._verify, budget, s.answer_tokens,
                            s.temperature, self.rng.randrange(2**31), ep.id)
@@ -380,8 +371,6 @@ class Learner:
 
     def _admit(self, ep: Episode, cands: list[Candidate], budget: Budget) -> None:
         """Each candidate alone in the prompt gets one counted try on its source problem (batched)."""
-        from insightloop.agent.solve import solve_many
-
         loop = self.cfg.loop
         left = budget.remaining_rollouts()
         cands = cands[: len(cands) if left is None else left]
@@ -417,28 +406,21 @@ class Learner:
     def _maybe_fold(self) -> None:
         every = self.cfg.loop.fold_every
         self._since_fold += 1
-        if every is None or self._since_fold < every or self.run_dir is None:
+        if every is None or self._since_fold < every or self.fold is None:
             return
-        from insightloop.rl.fold import fold
-
         self._since_fold = 0
         self.emit(ev.FoldStarted(episodes=self.report.episodes))
-        store = self.store if hasattr(self.store, "list_insights") else None
-        try:  # the live policy is handed to the fold, which reloads its weights when the gate passes
-            result = fold(self.run_dir, self.cfg, lm=self.policy, store=store)  # type: ignore[arg-type]
+        try:  # the fold reloads the live policy's weights when its gate passes
+            accepted, detail = self.fold()
         except ValueError as e:  # too little data to fold yet: reported, and learning goes on
             self.emit(ev.FoldFinished(episodes=self.report.episodes, ok=False, detail={"error": str(e)}))
             return
         self.report.folds += 1
-        self.emit(ev.FoldFinished(episodes=self.report.episodes, ok=result.accepted,
-                                  detail={"checkpoint": result.checkpoint, "index": result.index,
-                                          "method": result.method}))
+        self.emit(ev.FoldFinished(episodes=self.report.episodes, ok=accepted, detail=detail))
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, tasks: Sequence[Task], use_memory: bool, budget: Budget) -> EvalReport:
         """Accuracy with frozen memory (retrieval without the training bonus; nothing is written)."""
-        from insightloop.agent.solve import solve_many
-
         start, used = self.clock(), {}
         mem = self.cfg.memory
 

@@ -28,15 +28,10 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
-from insightloop.agent.budget import Budget
-from insightloop.agent.config import Config, DaemonConfig
-from insightloop.agent.episode import Episode
-from insightloop.agent.events import Event
-from insightloop.agent.inbox import Inbox, ParsedFile, open_state_db, parse_inbox_file
-from insightloop.agent.lm import LM, Generation, GenRequest
-from insightloop.agent.status import (
+from insightloop.apps.daemon.inbox import Inbox, ParsedFile, open_state_db, parse_inbox_file
+from insightloop.apps.daemon.status import (
     CapUse,
     Counters,
     DaemonStatus,
@@ -47,7 +42,14 @@ from insightloop.agent.status import (
     read_status,
     write_status,
 )
-from insightloop.evals.tasks import Task
+from insightloop.apps.runtime import Runtime
+from insightloop.core.budget import Budget
+from insightloop.core.config import Config, DaemonConfig
+from insightloop.core.episode import Episode
+from insightloop.core.events import Event
+from insightloop.core.lm import LM, Generation, GenRequest, Reloadable
+from insightloop.core.task import Task
+from insightloop.rl import checkpoints
 from pydantic import BaseModel
 from tenacity import (
     Retrying,
@@ -159,7 +161,7 @@ def _all_errored(out: list[list[Generation]]) -> bool:
 class GuardedLM:
     """Wraps a backend: refuses to start a call once a stop is requested, retries batches whose
     generations all errored with exponential backoff (tenacity), and counts errors per episode.
-    Other attributes (`name`, `load_weights`, ...) are the wrapped backend's."""
+    Its name and weight reloading are the wrapped backend's."""
 
     def __init__(self, inner: LM, stats: CallStats, stop: threading.Event, retries: int = 2,
                  backoff_s: float = 1.0, sleep: Callable[[float], None] | None = None) -> None:
@@ -170,8 +172,14 @@ class GuardedLM:
         self.backoff_s = backoff_s
         self._sleep = sleep or self._interruptible_sleep
 
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self.inner, item)
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def load_weights(self, path: str | Path) -> None:
+        if not isinstance(self.inner, Reloadable):
+            raise TypeError(f"{self.inner.name} cannot reload weights")
+        self.inner.load_weights(path)
 
     def _interruptible_sleep(self, seconds: float) -> None:
         if self.stop.wait(seconds):
@@ -739,41 +747,29 @@ class CheckpointSync:
         self.loaded: Path | None = None
 
     def __call__(self) -> str | None:
-        from insightloop.rl import checkpoints
-
         folder = checkpoints.current(self.run_dir)
-        if folder is not None and folder != self.loaded and hasattr(self.policy.inner, "load_weights"):
+        if folder is not None and folder != self.loaded and isinstance(self.policy.inner, Reloadable):
             self.policy.load_weights(folder)
             self.loaded = folder
         return folder.name if folder is not None else None
 
 
 def build_daemon(run_dir: Path, cfg: Config, stop: threading.Event, logger: logging.Logger) -> Daemon:
-    """The real daemon: backends (with the current checkpoint's weights), memory store, learner."""
-    from insightloop.agent.backends import make_lm
-    from insightloop.agent.loop import Learner
-    from insightloop.memory.embed import make_embedder
-    from insightloop.memory.store import MemoryStore
-
+    """The real daemon: guarded backends (on the current checkpoint's weights), memory, learner."""
     stats = CallStats()
     rng = random.Random(cfg.seed)
 
     def guard(lm: LM) -> GuardedLM:
         return GuardedLM(lm, stats, stop, cfg.daemon.lm_retries, cfg.daemon.lm_backoff_s)
 
-    policy = guard(make_lm(cfg.policy))
-    sync = CheckpointSync(run_dir, policy)
+    rt = Runtime(cfg, run_dir, wrap_lm=guard)
+    sync = CheckpointSync(run_dir, cast(GuardedLM, rt.policy))
     sync()
-    analyst = policy if cfg.analyst is None else guard(make_lm(cfg.analyst))
-    store = MemoryStore.open(run_dir, make_embedder(cfg.memory.embedder), cfg.memory)
-
-    def on_event(event: Event) -> None:
-        log_event(logger, event)
-
-    learner = Learner(policy, analyst, store, cfg, rng, on_event)
+    store = rt.memory()
+    learner = rt.learner(store, rng=rng, on_event=lambda event: log_event(logger, event))
     return Daemon(run_dir, cfg, learner, stats=stats, stop=stop, rng=rng,
                   memory_version=lambda: store.version, checkpoint=sync, logger=logger,
-                  on_close=store.close)
+                  on_close=rt.close)
 
 
 def run_daemon(run_dir: Path, cfg: Config, exit_when_idle: bool = False) -> bool:

@@ -10,7 +10,7 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="insightloop: a self-improving agent with insight memory.")
 
-from insightloop.memory.cli import insights_app  # noqa: E402  (only typer at import time: --help stays fast)
+from insightloop.apps.cli.insights import insights_app  # noqa: E402  (only typer at import time: --help stays fast)
 
 app.add_typer(insights_app, name="insights")
 
@@ -23,7 +23,7 @@ def inspect(
     config: Annotated[str | None, typer.Option("--config", help="YAML config (for the embedder)")] = None,
 ) -> None:
     """Open the interactive console: what was learned, why, and whether it helps."""
-    from insightloop.agent.console import inspect_main
+    from insightloop.apps.console.inspector import inspect_main
 
     raise typer.Exit(inspect_main(run_dir, command or [], config))
 
@@ -44,7 +44,7 @@ def solve(
     answer: Annotated[str | None, typer.Option("--answer", help="reference answer for --prompt")] = None,
 ) -> None:
     """Solve tasks with MCTS (or sampling) and report accuracy, rollouts, tokens and seconds per task."""
-    from insightloop.agent.solve_cli import solve_command
+    from insightloop.apps.cli.solve import solve_command
 
     raise typer.Exit(solve_command(suite, limit, strategy, budget, run_dir, as_json, config, overrides or [],
                                    prompt, verifier, answer))
@@ -114,9 +114,9 @@ def daemon(
     import os
     import sys
 
-    from insightloop.agent.config import ConfigError, load_config
-    from insightloop.agent.daemon import DaemonLocked, run_daemon
-    from insightloop.agent.models import MissingModelError
+    from insightloop.apps.daemon.service import DaemonLocked, run_daemon
+    from insightloop.core.config import ConfigError, load_config
+    from insightloop.core.models import MissingModelError
 
     try:
         cfg = load_config(config, overrides or [])
@@ -146,8 +146,8 @@ def status(
     import json
     import time
 
-    from insightloop.agent.daemon import lock_holder
-    from insightloop.agent.status import read_status
+    from insightloop.apps.daemon.service import lock_holder
+    from insightloop.apps.daemon.status import read_status
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -193,7 +193,7 @@ def adapt(
     overrides: Annotated[list[str] | None, typer.Option("--set", help="override config: key=value")] = None,
 ) -> None:
     """Few-shot adaptation: baseline vs accuracy after learning insights on a few training problems."""
-    from insightloop.agent.adapt_cli import adapt_command
+    from insightloop.apps.cli.adapt import adapt_command
 
     raise typer.Exit(adapt_command(suite, n_train, n_test, budget, run_dir, as_json, seed, config,
                                    overrides or []))
@@ -202,7 +202,7 @@ def adapt(
 @app.command()
 def demo() -> None:
     """The main job on the embedded models: adapt on a default suite and budget (minutes on 2 CPU cores)."""
-    from insightloop.agent.adapt_cli import demo_command
+    from insightloop.apps.cli.adapt import demo_command
 
     raise typer.Exit(demo_command())
 
@@ -218,7 +218,7 @@ def fold(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object, not a table")] = False,
 ) -> None:
     """Fold the run's verified attempts and chains into the weights (TRL), gated on held-out accuracy."""
-    from insightloop.rl.cli import fold_command
+    from insightloop.apps.cli.fold import fold_command
 
     if method is not None and method not in ("grpo", "sft", "dpo"):
         raise typer.BadParameter("must be grpo, sft or dpo", param_hint="--method")
@@ -247,7 +247,7 @@ def eval_(
     resume: Annotated[bool, typer.Option("--resume", help="keep finished runs of OUT/results.json")] = False,
 ) -> None:
     """Benchmark methods side by side: same model, same splits, same rollout budget."""
-    from insightloop.evals.eval_cli import eval_command
+    from insightloop.apps.cli.eval import eval_command
 
     raise typer.Exit(eval_command(suite, methods, n_train, n_test, budget, seeds, out, config,
                                   overrides or [], resume, seed_start))
@@ -261,7 +261,7 @@ def bench(
 ) -> None:
     """Cost benchmark on this machine: tokens/s (hf vs llama.cpp), MCTS rollouts/s, episode, fold step,
     memory queries/s."""
-    from insightloop.agent.bench import bench_command
+    from insightloop.apps.bench import bench_command
 
     raise typer.Exit(bench_command(config, overrides or [], as_json))
 

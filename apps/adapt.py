@@ -13,15 +13,16 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from insightloop.agent import events as ev
-from insightloop.agent.budget import Budget
-from insightloop.agent.config import Config
-from insightloop.agent.lm import LM
-from insightloop.agent.loop import EvalReport, Learner, TrainReport
-from insightloop.memory.embed import Embedder
+from insightloop.agent.learn.loop import EvalReport, TrainReport
+from insightloop.apps.runtime import Runtime
+from insightloop.core import events as ev
+from insightloop.core.budget import Budget
+from insightloop.core.config import Config
+from insightloop.core.stats import paired_ci
+from insightloop.evals.suites import load_suite, split
 from pydantic import BaseModel, Field
 
 SUMMARY_KEYS = ("baseline_accuracy", "adapted_accuracy", "lift", "lift_ci", "rollouts",
@@ -60,26 +61,6 @@ class AdaptResult(BaseModel):
         return {k: out[k] for k in SUMMARY_KEYS}
 
 
-def paired_ci(base: Sequence[float], adapted: Sequence[float], rng: random.Random,
-              resamples: int = 4000, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of mean(adapted − base), resampling test items (paired)."""
-    diffs = [a - b for a, b in zip(adapted, base, strict=True)]
-    if not diffs:
-        return (0.0, 0.0)
-    n = len(diffs)
-    means = sorted(sum(rng.choices(diffs, k=n)) / n for _ in range(resamples))
-    lo = means[int((1 - level) / 2 * (resamples - 1))]
-    hi = means[int((1 + level) / 2 * (resamples - 1))]
-    return (round(lo, 6), round(hi, 6))
-
-
-def _models(cfg: Config) -> tuple[LM, LM]:
-    from insightloop.agent.backends import make_lm
-
-    policy = make_lm(cfg.policy)
-    return policy, (make_lm(cfg.analyst) if cfg.analyst is not None else policy)
-
-
 def _result(suite: str, seed: int, budget: int, base: EvalReport, adapted: EvalReport, train: TrainReport,
             insights: list[str], seconds: float, cfg: Config, run_dir: str | None) -> AdaptResult:
     b, a = [i.score for i in base.items], [i.score for i in adapted.items]
@@ -96,27 +77,21 @@ def _result(suite: str, seed: int, budget: int, base: EvalReport, adapted: EvalR
 
 
 def adapt(suite: str, n_train: int, n_test: int, budget: int, cfg: Config, run_dir: str | Path | None = None,
-          seed: int = 0, on_event: ev.EventSink = ev.ignore, models: tuple[LM, LM] | None = None,
-          embedder: Embedder | None = None, clock: Callable[[], float] = time.time) -> AdaptResult:
+          seed: int = 0, on_event: ev.EventSink = ev.ignore, runtime: Runtime | None = None,
+          clock: Callable[[], float] = time.time) -> AdaptResult:
     """Baseline on the test split, learn on the train split within `budget` rollouts, re-measure.
 
-    Without `run_dir` the memory lives in a temporary directory removed at the end. `models`
-    (policy, analyst) and `embedder` may be passed in to reuse loaded models across runs.
+    Without `run_dir` the memory lives in a temporary directory removed at the end. A `runtime` may
+    be passed in to reuse its loaded models across runs.
     """
-    from insightloop.evals.suites import load_suite, split
-    from insightloop.memory.embed import make_embedder
-    from insightloop.memory.store import MemoryStore
-
     start = clock()
     cfg = cfg.model_copy(update={"seed": seed, "search": cfg.search.model_copy(update={"seed": seed})})
     train_tasks, test_tasks = split(load_suite(suite, seed=seed), n_train, n_test, seed)
-    policy, analyst = models or _models(cfg)
-    emb = embedder or make_embedder(cfg.memory.embedder)
+    rt = runtime or Runtime(cfg, clock=clock)
     with tempfile.TemporaryDirectory(prefix="insightloop-adapt-") as tmp:
         where = Path(run_dir) if run_dir is not None else Path(tmp)
-        with MemoryStore.open(where, emb, cfg.memory) as store:
-            learner = Learner(policy, analyst, store, cfg, random.Random(seed), on_event, run_dir=where,
-                              clock=clock)
+        with rt.memory(where) as store:
+            learner = rt.learner(store, run_dir=where, cfg=cfg, rng=random.Random(seed), on_event=on_event)
             base = learner.evaluate(test_tasks, use_memory=False, budget=Budget().start(clock))
             report = learner.train(train_tasks, Budget(max_rollouts=budget).start(clock))
             adapted = learner.evaluate(test_tasks, use_memory=True, budget=Budget().start(clock))

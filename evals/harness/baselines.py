@@ -24,11 +24,11 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from insightloop.agent.budget import Budget
-from insightloop.agent.episode import Episode, Trajectory
-from insightloop.agent.lm import GenRequest, Message
-from insightloop.evals.harness import Context, MethodResult, RunSpec, evaluate
-from insightloop.evals.tasks import Task
+from insightloop.core.budget import Budget
+from insightloop.core.episode import Episode, Trajectory
+from insightloop.core.lm import GenRequest, Message
+from insightloop.core.task import Task
+from insightloop.evals.harness.runner import Context, MethodResult, RunSpec, evaluate
 
 DEMOS = 3
 RAG_K = 4
@@ -57,7 +57,7 @@ def sample_train(ctx: Context, run: RunSpec, budget: Budget) -> list[Episode]:
     The sampling is deterministic given (suite, seed, budget) — per-task seeds, a seeded backend —
     so methods that start with it share one computation; each still pays for it in full.
     """
-    from insightloop.agent.solve import solve_many
+    from insightloop.agent.search.solve import solve_many
 
     cap = budget.remaining_rollouts() or 0
     key = ("samples", run.suite, run.seed, cap)
@@ -147,7 +147,7 @@ def reflect_request(task: Task, text: str, cfg_tokens: int, temperature: float, 
 
 def parse_reflection(task: Task, reply: str) -> tuple[str | None, str]:
     """(the insight text of one reply, or None; why it was dropped): too short, or leaking the answer."""
-    from insightloop.agent.analyst import CandidateInsight, leak_reason
+    from insightloop.agent.learn.analyst import CandidateInsight, leak_reason
     from pydantic import ValidationError
 
     text = "When" + reply.split("\n", 1)[0]
@@ -227,9 +227,10 @@ def grpo_plan(run: RunSpec, budget: Budget) -> tuple[int, int]:
 
 def train_grpo(ctx: Context, run: RunSpec, budget: Budget, out: Path) -> dict[str, float]:
     """GRPO from the base weights on the training problems; the trained model is saved to `out`."""
-    from insightloop.agent.models import resolve_policy
+    from insightloop.agent.search.domain import ATTEMPT_PRIMER
+    from insightloop.core.models import resolve_policy
     from insightloop.evals.verifiers import verify
-    from insightloop.rl.data import ATTEMPT_PRIMER, GRPOPrompt, chat_render
+    from insightloop.rl.data import GRPOPrompt, chat_render
     from insightloop.rl.grpo import make_grpo_trainer
     from insightloop.rl.policy import load_policy, trained_model
 
@@ -253,7 +254,7 @@ def train_grpo(ctx: Context, run: RunSpec, budget: Budget, out: Path) -> dict[st
 
 def restore_base(ctx: Context, run: RunSpec) -> None:
     """Put the shared policy back on the base weights after a method that changed them."""
-    from insightloop.agent.models import resolve_policy
+    from insightloop.core.models import resolve_policy
 
     ctx.policy.load_weights(resolve_policy(run.cfg.policy.model))  # type: ignore[attr-defined]
 

@@ -21,15 +21,15 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from insightloop.agent.budget import Budget
-from insightloop.agent.config import SearchConfig
-from insightloop.agent.episode import Episode, SearchTree, Trajectory
-from insightloop.agent.files import atomic_write
-from insightloop.agent.lm import LM, Generation, GenRequest
 from insightloop.agent.search.domain import ReasoningDomain, Search, SearchRun
 from insightloop.agent.search.mcts import MCTS
 from insightloop.agent.search.sample import Sampler
-from insightloop.evals.tasks import Reward, Task, Verifier
+from insightloop.core.budget import Budget
+from insightloop.core.config import SearchConfig
+from insightloop.core.episode import Episode, SearchTree, Trajectory
+from insightloop.core.files import atomic_write
+from insightloop.core.lm import LM, Generation, GenRequest
+from insightloop.core.task import Reward, Task, Verifier
 from pydantic import BaseModel, Field
 
 

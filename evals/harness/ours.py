@@ -15,11 +15,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from insightloop.agent.budget import Budget
-from insightloop.agent.config import Config
-from insightloop.agent.loop import EvalReport, Learner, TrainReport
-from insightloop.evals.baselines import restore_base
-from insightloop.evals.harness import Context, MethodResult, RunSpec
+from insightloop.agent.learn.loop import EvalReport, TrainReport
+from insightloop.core.budget import Budget
+from insightloop.core.config import Config
+from insightloop.evals.harness.baselines import restore_base
+from insightloop.evals.harness.runner import Context, MethodResult, RunSpec
 
 FOLD_SHARE = 1 / 3  # of the budget reserved for the fold's GRPO samples
 
@@ -28,13 +28,9 @@ def _learn(
     ctx: Context, run: RunSpec, budget: Budget, cfg: Config, where: Path, plan: tuple[int, int] | None = None
 ) -> tuple[EvalReport, TrainReport, list[str], dict]:
     """Train a Learner in `where`, optionally fold, then evaluate with the memory frozen."""
-    from insightloop.memory.store import MemoryStore
-
     fold_detail: dict = {}
-    with MemoryStore.open(where, ctx.embedder, cfg.memory) as store:
-        learner = Learner(
-            ctx.policy, ctx.policy, store, cfg, random.Random(run.seed), run_dir=where, clock=ctx.clock
-        )
+    with ctx.runtime.memory(where) as store:
+        learner = ctx.runtime.learner(store, run_dir=where, cfg=cfg, rng=random.Random(run.seed))
         reserved = plan[1] if plan else 0
         learn_budget = budget.child(max(0, (budget.remaining_rollouts() or 0) - reserved))
         train = learner.train(run.train, learn_budget)

@@ -8,6 +8,7 @@ so far in a search tree). Token counts are the backend's own tokenizer counts, s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,6 +70,17 @@ class LM(Protocol):
     name: str
 
     def generate(self, reqs: list[GenRequest]) -> list[list[Generation]]: ...
+
+
+@runtime_checkable
+class Reloadable(LM, Protocol):
+    """An `LM` whose weights can be swapped in place: a fold's hand-off to the live backend.
+
+    Contract: after `load_weights(path)` returns, every later `generate` uses the weights in `path`
+    (a checkpoint folder: a full model, or a LoRA adapter on the current base).
+    """
+
+    def load_weights(self, path: str | Path) -> None: ...
 
 
 def render_plain(req: GenRequest) -> str:

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from insightloop.agent.files import atomic_write
-from insightloop.evals.tasks import VERIFIERS, Task
+from insightloop.core.files import atomic_write
+from insightloop.core.task import VERIFIERS, Task
 from pydantic import BaseModel, Field
 
 SUBDIRS = ("inbox", "processing", "done", "failed", "outbox")

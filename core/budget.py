@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from insightloop.agent.lm import Generation
+from insightloop.core.lm import Generation
 from pydantic import BaseModel, Field, PrivateAttr
 
 

@@ -20,9 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from insightloop.agent.episode import Episode, Node, Trajectory
-from insightloop.agent.plots import Curve, EpisodePoint, learning_curve, save_curve_png
-from insightloop.evals.tasks import Task
+from insightloop.apps.console.curve import Curve, EpisodePoint, learning_curve, save_curve_png
+from insightloop.core.episode import Episode, Node, Trajectory
+from insightloop.core.task import Task
 from insightloop.memory.records import Insight, MemoryDiff, MemoryEvent, TaskStats
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -574,7 +574,7 @@ def _analysis_grid(meta: dict[str, Any]) -> RenderableType:
 
 def _as_steps(value: Any) -> list[str] | None:
     """A trajectory stored in meta as a `Trajectory` dict, a list of steps, or plain text."""
-    from insightloop.agent.pairs import steps_of
+    from insightloop.agent.learn.pairs import steps_of
 
     if isinstance(value, dict) and "text" in value:
         return steps_of(Trajectory.model_validate({"reward": 0.0, **value}))
@@ -824,7 +824,7 @@ def _metrics_text(metrics: dict[str, float]) -> str:
 # ---- opening a run directory and the interactive loop --------------------------------------
 def open_inspector(run_dir: Path, config_path: str | None = None) -> tuple[Inspector, Callable[[], None]]:
     """A read-only `Inspector` on a run directory, plus a function that closes it."""
-    from insightloop.agent.config import load_config
+    from insightloop.core.config import load_config
     from insightloop.memory.embed import make_embedder
     from insightloop.memory.store import MemoryStore
 
@@ -842,7 +842,7 @@ def open_inspector(run_dir: Path, config_path: str | None = None) -> tuple[Inspe
 
 
 def _history_path() -> Path:
-    from insightloop.agent.models import cache_dir
+    from insightloop.core.models import cache_dir
 
     return cache_dir() / "inspect_history"
 

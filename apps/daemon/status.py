@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from insightloop.agent.events import Event
-from insightloop.agent.files import atomic_write
+from insightloop.core.events import Event
+from insightloop.core.files import atomic_write
 from pydantic import BaseModel, Field, ValidationError
 
 STATUS_FILE = "status.json"

@@ -23,7 +23,7 @@ EMBEDDER = typer.Option("embedded", "--embedder", help="embedding model: embedde
 
 @contextmanager
 def _store(run_dir: Path, embedder: str, readonly: bool) -> Iterator[Any]:
-    from insightloop.agent.config import MemoryConfig
+    from insightloop.core.config import MemoryConfig
     from insightloop.memory.embed import make_embedder
     from insightloop.memory.store import MemoryStore
 

@@ -10,8 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from insightloop.agent.config import Config
-from insightloop.agent.solve import (
+from insightloop.agent.search.solve import (
     EpisodeFinished,
     SolveEvent,
     SolveSummary,
@@ -19,7 +18,8 @@ from insightloop.agent.solve import (
     solve_many,
     summarize,
 )
-from insightloop.evals.tasks import Task
+from insightloop.core.config import Config
+from insightloop.core.task import Task
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -125,7 +125,7 @@ def solve_command(suite: str | None, limit: int | None, strategy: str | None, bu
                   run_dir: Path | None, as_json: bool, config: str | None, overrides: list[str],
                   prompt: str | None, verifier: str, answer: str | None) -> int:
     """The body of `insightloop solve`; returns the exit status (2 on a usage or config error)."""
-    from insightloop.agent.config import ConfigError, load_config
+    from insightloop.core.config import ConfigError, load_config
 
     sets = list(overrides)
     if strategy is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from insightloop.evals.tasks import Reward, Task
+from insightloop.core.task import Reward, Task
 from pydantic import BaseModel, Field
 
 
@@ -120,3 +120,13 @@ class Episode(BaseModel):
     @property
     def seconds(self) -> float:
         return (self.finished or self.started) - self.started
+
+
+class Chain(BaseModel):
+    """A reasoning chain written for a task (e.g. by the synthesizer), with the verifier's verdict."""
+
+    task: Task
+    text: str
+    verified: bool
+    source_episode: str | None = None
+    created: float = Field(default_factory=time.time)

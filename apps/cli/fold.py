@@ -53,7 +53,7 @@ def report_table(result: FoldResult) -> Table:
 def fold_command(run_dir: Path, method: str | None, steps: int | None, lora: bool | None,
                  config: str | None, overrides: list[str], as_json: bool) -> int:
     """Run one fold; print a table (or JSON). Exit code 0 accepted, 1 rejected, 2 unusable input."""
-    from insightloop.agent.config import ConfigError, load_config
+    from insightloop.core.config import ConfigError, load_config
     from insightloop.rl.fold import fold
 
     console = Console()

@@ -23,11 +23,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from insightloop.agent.budget import Budget
-from insightloop.agent.lm import Generation
 from insightloop.agent.search.domain import SYSTEM_PROMPT
-from insightloop.evals.harness import Context, MethodResult, RunSpec, evaluate
-from insightloop.evals.tasks import Task
+from insightloop.core.budget import Budget
+from insightloop.core.lm import Generation
+from insightloop.core.task import Task
+from insightloop.evals.harness.runner import Context, MethodResult, RunSpec, evaluate
 
 COMPONENT = "system_prompt"
 MINIBATCH = 3
@@ -190,7 +190,7 @@ def optimize(
 
 def run_gepa(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
     """GEPA on the training problems within the budget, then its best prompt on the test problems."""
-    from insightloop.agent.models import resolve_policy
+    from insightloop.core.models import resolve_policy
 
     cap = budget.remaining_rollouts() or 0
     if cap < len(run.train):

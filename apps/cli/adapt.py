@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from insightloop.agent import events as ev
-from insightloop.agent.adapt import AdaptResult, adapt
-from insightloop.agent.config import ConfigError, load_config
+from insightloop.apps.adapt import AdaptResult, adapt
+from insightloop.core import events as ev
+from insightloop.core.config import ConfigError, load_config
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table

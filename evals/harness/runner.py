@@ -24,12 +24,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from insightloop.agent.budget import Budget
-from insightloop.agent.config import Config, SearchConfig
-from insightloop.agent.episode import Episode
-from insightloop.agent.lm import LM
-from insightloop.agent.loop import EvalItem, EvalReport
-from insightloop.evals.tasks import Task
+from insightloop.agent.learn.loop import EvalItem, EvalReport
+from insightloop.apps.runtime import Runtime
+from insightloop.core.budget import Budget
+from insightloop.core.config import Config, SearchConfig
+from insightloop.core.episode import Episode
+from insightloop.core.lm import LM
+from insightloop.core.stats import mean_ci
+from insightloop.core.task import Task
 from insightloop.memory.embed import Embedder
 from pydantic import BaseModel, Field
 
@@ -142,8 +144,7 @@ class Context:
         log: Callable[[str], None] = lambda _msg: None,
     ):
         self.cfg = cfg
-        self._policy = policy
-        self._embedder = embedder
+        self.runtime = Runtime(cfg, policy=policy, embedder=embedder, clock=clock)
         self._tmp = tempfile.TemporaryDirectory(prefix="insightloop-eval-") if workdir is None else None
         self.workdir = Path(workdir) if workdir is not None else Path(self._tmp.name)  # type: ignore[union-attr]
         self.clock = clock
@@ -154,19 +155,11 @@ class Context:
 
     @property
     def policy(self) -> LM:
-        if self._policy is None:
-            from insightloop.agent.backends import make_lm
-
-            self._policy = make_lm(self.cfg.policy)
-        return self._policy
+        return self.runtime.policy
 
     @property
     def embedder(self) -> Embedder:
-        if self._embedder is None:
-            from insightloop.memory.embed import make_embedder
-
-            self._embedder = make_embedder(self.cfg.memory.embedder, self.cfg.memory.embed_device)
-        return self._embedder
+        return self.runtime.embedder
 
     def scratch(self, run: RunSpec, method: str) -> Path:
         """A fresh folder for one method's run (memory store, episodes, checkpoints)."""
@@ -225,7 +218,7 @@ def evaluate(
     ctx: Context, run: RunSpec, insights_for: InsightsFor | None = None, lm: LM | None = None
 ) -> EvalReport:
     """The shared test measurement: frozen prompt additions, not charged to the learning budget."""
-    from insightloop.agent.solve import solve_many
+    from insightloop.agent.search.solve import solve_many
 
     start = ctx.clock()
     eps = solve_many(
@@ -333,41 +326,6 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-# Student t quantiles (two-sided 95 %) for small degrees of freedom; 1.96 past the table.
-_T95 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    15: 2.131,
-    20: 2.086,
-    30: 2.042,
-}
-
-
-def t95(df: int) -> float:
-    if df <= 0:
-        return math.nan
-    known = [k for k in _T95 if k <= df]
-    return _T95[max(known)] if df <= 30 else 1.96
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95 % t-interval (0 for a single value)."""
-    if not values:
-        return (math.nan, math.nan)
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return (m, 0.0)
-    return (m, t95(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values)))
-
-
 def _mean(xs: Sequence[float]) -> float:
     return statistics.fmean(xs) if xs else math.nan
 
@@ -398,7 +356,7 @@ def aggregate(records: Sequence[RunRecord]) -> list[Aggregate]:
 
 def methods_table() -> dict[str, Method]:
     """The method functions by name (imported here: they pull in heavier modules)."""
-    from insightloop.evals import baselines, gepa_peer, ours
+    from insightloop.evals.harness import baselines, gepa_peer, ours
 
     return {
         "none": baselines.run_none,

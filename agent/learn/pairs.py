@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-from insightloop.agent.episode import SearchTree, Trajectory
+from insightloop.core.episode import SearchTree, Trajectory
 from pydantic import BaseModel, Field
 
 PairKind = Literal["hard", "soft", "memory"]

@@ -24,12 +24,12 @@ import json
 from collections.abc import Callable
 from typing import Literal
 
-from insightloop.agent.budget import Budget
-from insightloop.agent.lm import LM, Generation, GenRequest, Message
-from insightloop.agent.pairs import Pair, steps_of
-from insightloop.agent.search.domain import build_messages, cut_after_answer
-from insightloop.evals.tasks import Reward, Task
-from insightloop.rl.data import ATTEMPT_PRIMER, Chain
+from insightloop.agent.learn.pairs import Pair, steps_of
+from insightloop.agent.search.domain import ATTEMPT_PRIMER, build_messages, cut_after_answer
+from insightloop.core.budget import Budget
+from insightloop.core.episode import Chain
+from insightloop.core.lm import LM, Generation, GenRequest, Message
+from insightloop.core.task import Reward, Task
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 

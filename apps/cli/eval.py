@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from insightloop.agent.config import ConfigError, load_config
-from insightloop.evals.harness import Context, EvalSpec, Results, run_eval
-from insightloop.evals.report import JSON_NAME, load_results, markdown, save_json, write_report
+from insightloop.core.config import ConfigError, load_config
+from insightloop.evals.harness.report import JSON_NAME, load_results, markdown, save_json, write_report
+from insightloop.evals.harness.runner import Context, EvalSpec, Results, run_eval
 from rich.console import Console
 from rich.markup import escape
 

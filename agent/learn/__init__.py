@@ -1,0 +1,1 @@
+"""Learning from episodes: contrast pairs, the analyst, the CORE loop."""

@@ -1,0 +1,1 @@
+"""The applications: CLI, daemon, console, adaptation, benchmarks; built by one runtime factory."""

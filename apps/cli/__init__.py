@@ -1,0 +1,1 @@
+"""The `insightloop` command line."""

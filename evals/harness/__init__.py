@@ -1,0 +1,1 @@
+"""The benchmark harness: methods side by side on identical splits, reports and plots."""
