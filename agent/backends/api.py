@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from insightloop.core.config import ModelConfig
+from insightloop.core.errors import UserError
 from insightloop.core.lm import Generation, GenRequest, truncate_at_stop
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -45,7 +46,7 @@ CONTINUE_INSTRUCTION = "Continue this partial answer from exactly where it stops
 MAX_STOP = 4
 
 
-class LMConfigError(RuntimeError):
+class LMConfigError(UserError, RuntimeError):
     """The backend is misconfigured (credentials, model name, provider); retrying cannot help."""
 
 

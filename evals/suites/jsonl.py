@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from insightloop.core.errors import UserError
 from insightloop.core.task import Task
 from insightloop.evals.verifiers import (
     ExpressionError,
@@ -43,7 +44,7 @@ class LineProblem(BaseModel):
         return f"{self.path}:{self.line}: {self.message}"
 
 
-class TaskFileError(ValueError):
+class TaskFileError(UserError, ValueError):
     """A task file has a bad line; the message names the file, the line and the fault."""
 
     def __init__(self, problem: LineProblem) -> None:
