@@ -1,4 +1,4 @@
-"""`insightloop bench`: what the embedded model costs on this machine.
+"""What the embedded model costs on this machine (`insightloop bench`, printed by `apps/cli/bench.py`).
 
 Measured, each once after a warm-up and with small fixed sizes (about two minutes on 2 cores):
 - generation tokens/s of the hf backend for one greedy sequence (EOS ignored, fixed length), and of
@@ -11,7 +11,6 @@ Measured, each once after a warm-up and with small fixed sizes (about two minute
 
 from __future__ import annotations
 
-import json
 import random
 import tempfile
 import time
@@ -19,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from insightloop.core.config import Config, ConfigError, load_config
+from insightloop.apps.runtime import Runtime
+from insightloop.core.config import Config
 from insightloop.core.lm import LM, GenRequest
 from pydantic import BaseModel
 
@@ -126,9 +126,8 @@ def fold_step_seconds(cfg: Config) -> float:
     from insightloop.rl.grpo import make_grpo_trainer
     from insightloop.rl.policy import load_policy
 
-    fc = cfg.fold.model_copy(
-        update={"group_size": 4, "batch_size": 1, "max_completion_tokens": GEN_TOKENS, "mix_offpolicy": False}
-    )
+    grpo = cfg.fold.grpo.model_copy(update={"group_size": 4, "mix_offpolicy": False})
+    fc = cfg.fold.model_copy(update={"batch_size": 1, "max_completion_tokens": GEN_TOKENS, "grpo": grpo})
     model, tok = load_policy(resolve_policy(cfg.policy.model))
     task = load_suite(SUITE, limit=1)[0]
     prompt = GRPOPrompt(prompt=chat_render(tok)(task, []) + ATTEMPT_PRIMER, task=task, fail_rate=1.0)
@@ -186,17 +185,15 @@ def run_bench(cfg: Config, log: Callable[[str], None] = lambda _m: None) -> Benc
     """Every measurement, in order; `log` hears which one is running."""
     import os
 
-    from insightloop.agent.backends import make_lm
-    from insightloop.memory.embed import make_embedder
-
     log("hf backend tokens/s")
     hf = hf_tokens_per_s(cfg)
     log("llama.cpp tokens/s")
     llama = llama_cpp_tokens_per_s(threads=cfg.policy.threads)
-    lm = make_lm(cfg.policy)
+    runtime = Runtime(cfg)
+    lm = runtime.policy
     log("MCTS rollouts/s")
     rps, rollouts = mcts_rollouts_per_s(lm, cfg)
-    embedder = make_embedder(cfg.memory.embedder, cfg.memory.embed_device)
+    embedder = runtime.embedder
     log("one learning episode")
     ep_s, ep_r = episode_seconds(lm, cfg, embedder)
     log("one fold step")
@@ -233,31 +230,6 @@ def lines(r: BenchResult) -> list[tuple[str, str]]:
         ("one fold step (GRPO, group of 4)", f"{r.fold_step_seconds:.1f} s"),
         ("memory retrieve", f"{r.memory_queries_per_s:.0f} queries/s over {r.memory_insights} insights"),
     ]
-
-
-def bench_command(config: str | None, overrides: list[str], as_json: bool) -> int:
-    """Run the benchmark and print a table (or one JSON object); returns the exit code."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    err = Console(stderr=True)
-    try:
-        cfg = load_config(config, BENCH_SEARCH + overrides)
-    except ConfigError as e:
-        err.print(f"[red]{escape(str(e))}[/]")
-        return 2
-    res = run_bench(cfg, lambda m: err.print(f"[dim]measuring {escape(m)}...[/]"))
-    if as_json:
-        print(json.dumps(res.model_dump()))
-        return 0
-    table = Table(title=f"insightloop bench: {escape(cfg.policy.model)} model, {res.cpus} CPUs")
-    table.add_column("measure")
-    table.add_column("result", justify="right")
-    for name, value in lines(res):
-        table.add_row(name, escape(value))
-    Console().print(table)
-    return 0
 
 
 def save(res: BenchResult, path: str | Path) -> None:

@@ -33,10 +33,10 @@ def bench_config(args: argparse.Namespace) -> Config:
     cfg = Config()
     cfg.search = cfg.search.model_copy(update=dict(strategy="sample", rollouts=args.samples,
                                                    answer_tokens=args.tokens, temperature=0.8))
-    cfg.fold = cfg.fold.model_copy(update=dict(method=args.method, steps=args.steps, lr=args.lr,
-                                               group_size=args.group, batch_size=args.batch,
-                                               max_completion_tokens=args.tokens, gate_max_tokens=args.tokens,
-                                               max_prompts=args.train))
+    grpo = cfg.fold.grpo.model_copy(update=dict(group_size=args.group, max_prompts=args.train))
+    cfg.fold = cfg.fold.model_copy(update=dict(method=args.method, steps=args.steps, lr=args.lr, grpo=grpo,
+                                               batch_size=args.batch, max_completion_tokens=args.tokens,
+                                               gate_max_tokens=args.tokens))
     return cfg
 
 

@@ -20,7 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from insightloop.agent.search.solve import solve_many, summarize  # noqa: E402
+from insightloop.agent.search.solve import solve_many  # noqa: E402
+from insightloop.agent.search.summary import summarize  # noqa: E402
 from insightloop.core.config import Config, load_config  # noqa: E402
 from insightloop.core.lm import GenRequest  # noqa: E402
 from insightloop.core.task import Task  # noqa: E402

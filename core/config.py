@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from insightloop.core.errors import UserError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Strict(BaseModel):
@@ -102,34 +103,91 @@ class LoopConfig(Strict):
         None, ge=0, description="temperature of the admission try; unset: eval_temperature")
 
 
+class GRPOFoldConfig(Strict):
+    """`fold.grpo`: mixed-policy GRPO, the verifier as reward (trainer: `rl.grpo.make_grpo_trainer`)."""
+
+    group_size: int = Field(4, ge=2, description="completions sampled per prompt")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature")
+    kl_beta: float = Field(0.0, ge=0, description="KL weight (0: no reference model)")
+    max_prompts: int = Field(64, ge=1, description="prompts drawn per fold")
+    use_vllm: bool = Field(False, description="generation through vLLM (GPU only)")
+    mix_offpolicy: bool = Field(True, description="a verified chain joins each all-wrong group")
+
+
+class DPOFoldConfig(Strict):
+    """`fold.dpo`: conservative DPO plus an SFT term (trainer: `rl.dpo.make_dpo_trainer`)."""
+
+    beta: float = Field(0.1, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=0.5, description="above 0 selects TRL's robust loss")
+    sft_weight: float = Field(1.0, ge=0, description="weight of the SFT term (0: DPO alone)")
+    max_length: int = Field(1024, ge=32, description="token cap per example")
+
+
+class SFTFoldConfig(Strict):
+    """`fold.sft`: supervised folding on correct texts; also the warm start before GRPO or DPO
+    (trainer: `rl.sft.make_sft_trainer`)."""
+
+    max_length: int = Field(1024, ge=32, description="token cap per example")
+
+
+# Keys that sat flat on `fold` before each method had its own section, and where they live now.
+MOVED_FOLD_KEYS: dict[str, tuple[str, ...]] = {
+    **{k: (f"fold.grpo.{k}",) for k in ("group_size", "temperature", "kl_beta", "max_prompts", "use_vllm",
+                                        "mix_offpolicy")},
+    **{k: (f"fold.dpo.{k}",) for k in ("beta", "label_smoothing", "sft_weight")},
+    "max_length": ("fold.sft.max_length", "fold.dpo.max_length"),
+}
+
+
+def _moved_message(keys: list[str]) -> str:
+    moves = "; ".join(f"fold.{k} is now {' and '.join(MOVED_FOLD_KEYS[k])}" for k in keys)
+    example = MOVED_FOLD_KEYS[keys[0]][0]
+    return (f"{moves}. Each method has its own section under fold (grpo, dpo, sft): in YAML nest the key "
+            f"there, on the command line write --set {example}=VALUE")
+
+
 class FoldConfig(Strict):
-    """Folding into weights with TRL."""
+    """Folding into weights with TRL: the settings all methods share, and one section per method.
+
+    `method` chooses the trainer; its section (`grpo`, `dpo` or `sft`) holds what only it reads. The
+    optional warm start before GRPO or DPO is an SFT run and uses `sft`.
+    """
 
     method: Literal["grpo", "sft", "dpo"] = "grpo"
     steps: int = Field(8, ge=1)
     lr: float = Field(5e-6, gt=0)
     batch_size: int = Field(4, ge=1)
-    group_size: int = Field(4, ge=2)
     max_completion_tokens: int = Field(128, ge=8)
     lora: bool = False
     lora_r: int = Field(16, ge=1)
-    beta: float = Field(0.1, ge=0)
-    label_smoothing: float = Field(0.1, ge=0, lt=0.5)
-    sft_weight: float = Field(1.0, ge=0)
+    lora_alpha: int = Field(32, ge=1)
     include_insights: bool = False
-    mix_offpolicy: bool = True
     gate_slice: int = Field(16, ge=1)
     gate_tolerance: float = Field(0.05, ge=0)
-    lora_alpha: int = Field(32, ge=1)
-    temperature: float = Field(1.0, gt=0, description="GRPO sampling temperature")
-    kl_beta: float = Field(0.0, ge=0, description="GRPO KL weight (0: no reference model)")
-    max_length: int = Field(1024, ge=32, description="SFT/DPO token cap per example")
-    max_prompts: int = Field(64, ge=1, description="GRPO prompts drawn per fold")
-    use_vllm: bool = Field(False, description="GRPO generation through vLLM (GPU only)")
-    warm_start_sft: bool = Field(False, description="SFT on the verified chains before a GRPO or DPO fold")
     gate_z: float = Field(1.0, ge=0, description="noise margin: standard errors of the paired difference")
     gate_max_tokens: int = Field(256, ge=8)
+    warm_start_sft: bool = Field(False, description="SFT on the verified chains before a GRPO or DPO fold")
     retest_insights: int = Field(0, ge=0, description="after an accepted fold, re-test N top insights")
+    grpo: GRPOFoldConfig = Field(default_factory=GRPOFoldConfig)
+    dpo: DPOFoldConfig = Field(default_factory=DPOFoldConfig)
+    sft: SFTFoldConfig = Field(default_factory=SFTFoldConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_moved_keys(cls, data: Any) -> Any:
+        """An old flat key (`fold.beta`) is refused with the key it moved to, never silently dropped."""
+        moved = [k for k in data if k in MOVED_FOLD_KEYS] if isinstance(data, dict) else []
+        if moved:
+            raise ValueError(_moved_message(moved))
+        return data
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> FoldConfig:
+        """As pydantic's, but an update naming no field raises (pydantic would set it unchecked)."""
+        unknown = [k for k in update or {} if k not in type(self).model_fields]
+        if unknown:
+            moved = [k for k in unknown if k in MOVED_FOLD_KEYS]
+            raise ValueError(_moved_message(moved) if moved else f"FoldConfig has no field {unknown[0]!r}")
+        return super().model_copy(update=update, deep=deep)
 
 
 class DaemonConfig(Strict):
@@ -192,6 +250,8 @@ def _explain(err: ValidationError, source: str) -> ConfigError:
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             lines.append(f"  {loc}: unknown key; remove it or check its spelling")
+        elif e["type"] == "value_error":  # a validator's own message already says what to write
+            lines.append(f"  {loc}: {e.get('ctx', {}).get('error', e['msg'])}")
         else:
             lines.append(f"  {loc} = {e.get('input')!r}: {e['msg']}")
     return ConfigError("\n".join(lines))

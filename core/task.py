@@ -9,12 +9,11 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-VERIFIERS = ("exact", "numeric", "math", "choice", "boolean", "game24", "countdown", "equation", "rg")
-
 
 class Task(BaseModel):
     """One problem. `answer` is the reference (None for unlabeled inference tasks);
-    `verifier` names how answers are checked; `meta` carries suite-specific data."""
+    `verifier` names how answers are checked (`evals.verifiers.VERIFIER_NAMES`); `meta` carries
+    suite-specific data."""
 
     model_config = ConfigDict(frozen=True)
     id: str = Field(min_length=1)

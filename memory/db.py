@@ -1,4 +1,6 @@
-"""SQLite layer of the memory store: schema, connections, row conversion and the write transaction.
+"""The SQLite layer of the memory: connections, row conversion and the write transaction.
+
+The schema and its version live in `memory.schema`; `connect` checks them on every open.
 
 Every change runs inside `write(...)`: one `BEGIN IMMEDIATE` transaction that also appends an event
 with the next version number. The event's JSON payload carries a summary plus a snapshot of every
@@ -16,93 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from insightloop.memory import schema
 from insightloop.memory.records import Insight, TaskStats
 
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS insights (
-    n INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    text TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    applies_when TEXT NOT NULL,
-    family TEXT,
-    status TEXT NOT NULL,
-    uses INTEGER NOT NULL,
-    utility_sum REAL NOT NULL,
-    utility_sq REAL NOT NULL,
-    successes INTEGER NOT NULL,
-    source_episodes TEXT NOT NULL,
-    source_tasks TEXT NOT NULL,
-    model TEXT NOT NULL,
-    created REAL NOT NULL,
-    version INTEGER NOT NULL,
-    absorbed INTEGER NOT NULL,
-    meta TEXT NOT NULL,
-    touched INTEGER NOT NULL,
-    embedding BLOB
-);
-CREATE INDEX IF NOT EXISTS insights_status ON insights(status);
-CREATE INDEX IF NOT EXISTS insights_touched ON insights(touched);
-CREATE TABLE IF NOT EXISTS insight_task_stats (
-    insight_id TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    uses INTEGER NOT NULL,
-    utility_sum REAL NOT NULL,
-    utility_sq REAL NOT NULL,
-    successes INTEGER NOT NULL,
-    PRIMARY KEY (insight_id, task_id)
-);
-CREATE INDEX IF NOT EXISTS insight_task_stats_task ON insight_task_stats(task_id);
-CREATE TABLE IF NOT EXISTS tasks (
-    n INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    family TEXT,
-    text TEXT NOT NULL,
-    created REAL NOT NULL,
-    embedding BLOB
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    n INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    task_id TEXT NOT NULL,
-    task_text TEXT NOT NULL,
-    family TEXT,
-    text TEXT NOT NULL,
-    reward REAL NOT NULL,
-    created REAL NOT NULL,
-    embedding BLOB
-);
-CREATE INDEX IF NOT EXISTS attempts_task ON attempts(task_id);
-CREATE TABLE IF NOT EXISTS episodes (
-    id TEXT PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    family TEXT,
-    reward REAL,
-    correct INTEGER NOT NULL,
-    created REAL NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS episodes_created ON episodes(created);
-CREATE TABLE IF NOT EXISTS baselines (
-    task_id TEXT PRIMARY KEY,
-    rate REAL NOT NULL,
-    n INTEGER NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    version INTEGER PRIMARY KEY,
-    ts REAL NOT NULL,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS kv (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
+DB_NAME = "memory.sqlite"
 
 INSIGHT_COLUMNS = (
     "id",
@@ -125,37 +45,35 @@ INSIGHT_COLUMNS = (
 )
 _JSON_FIELDS = ("source_episodes", "source_tasks", "meta")
 SELECT_INSIGHT = "SELECT " + ", ".join(INSIGHT_COLUMNS) + " FROM insights"
+STAT_COLUMNS = ("insight_id", "task_id", "uses", "utility_sum", "utility_sq", "successes")
+SELECT_STAT = "SELECT " + ", ".join(STAT_COLUMNS) + " FROM insight_task_stats"
 
 
 def connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), WAL, busy timeout set.
-    A read-only connection opens the file with `mode=ro` and never creates it."""
+    """A connection in autocommit mode (transactions are explicit), busy timeout set, its schema
+    checked and (writer) created or migrated; see `memory.schema`. A read-only connection opens the
+    file with `mode=ro` and never creates it."""
     if readonly:
         if not path.is_file():
             raise FileNotFoundError(f"no memory at {path}")
-        conn = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode=ro",
-            uri=True,
-            isolation_level=None,
-            check_same_thread=False,
-            timeout=BUSY_TIMEOUT_MS / 1000,
-        )
+        target, uri = f"{path.resolve().as_uri()}?mode=ro", True
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-        )
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    if not readonly:
-        conn.execute("PRAGMA journal_mode = WAL")
-        # FULL: a committed change survives power loss too, not only a killed process.
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.executescript(SCHEMA)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        target, uri = str(path), False
+    conn = sqlite3.connect(
+        target, uri=uri, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        schema.prepare(conn, path, readonly)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
 def insight_from_row(row: tuple[Any, ...]) -> Insight:
+    """An insight from a row in `INSIGHT_COLUMNS` order (JSON columns decoded)."""
     data = dict(zip(INSIGHT_COLUMNS, row, strict=True))
     for key in _JSON_FIELDS:
         data[key] = json.loads(data[key])
@@ -164,6 +82,7 @@ def insight_from_row(row: tuple[Any, ...]) -> Insight:
 
 
 def insight_params(ins: Insight) -> tuple[Any, ...]:
+    """The column values of an insight in `INSIGHT_COLUMNS` order (JSON columns encoded)."""
     data = ins.model_dump(mode="json")
     for key in _JSON_FIELDS:
         data[key] = json.dumps(data[key])
@@ -171,11 +90,18 @@ def insight_params(ins: Insight) -> tuple[Any, ...]:
     return tuple(data[c] for c in INSIGHT_COLUMNS)
 
 
+def stat_from_row(row: tuple[Any, ...]) -> TaskStats:
+    """Per-task credit from a row in `STAT_COLUMNS` order."""
+    return TaskStats.model_validate(dict(zip(STAT_COLUMNS, row, strict=True)))
+
+
 def vec_blob(vec: np.ndarray | None) -> bytes | None:
+    """A vector as stored (float32 bytes); None stays None."""
     return None if vec is None else np.asarray(vec, dtype=np.float32).tobytes()
 
 
 def blob_vec(blob: bytes | None, dim: int) -> np.ndarray | None:
+    """The stored vector, or None when there is none or it has another dimension."""
     if blob is None or len(blob) != 4 * dim:
         return None
     return np.frombuffer(blob, dtype=np.float32)
@@ -222,20 +148,9 @@ class Tx:
 
     def stat(self, insight_id: str, task_id: str) -> TaskStats | None:
         row = self.conn.execute(
-            "SELECT uses, utility_sum, utility_sq, successes FROM insight_task_stats "
-            "WHERE insight_id = ? AND task_id = ?",
-            (insight_id, task_id),
+            SELECT_STAT + " WHERE insight_id = ? AND task_id = ?", (insight_id, task_id)
         ).fetchone()
-        if row is None:
-            return None
-        return TaskStats(
-            insight_id=insight_id,
-            task_id=task_id,
-            uses=row[0],
-            utility_sum=row[1],
-            utility_sq=row[2],
-            successes=row[3],
-        )
+        return stat_from_row(row) if row else None
 
     def put_stat(self, st: TaskStats) -> None:
         self.conn.execute(
@@ -257,6 +172,7 @@ class Tx:
 
 
 def current_version(conn: sqlite3.Connection) -> int:
+    """The number of the last committed event (0 for a memory with none)."""
     return int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM events").fetchone()[0])
 
 
@@ -272,6 +188,20 @@ def write(conn: sqlite3.Connection, kind: str, clock: Callable[[], float]) -> It
             "INSERT INTO events (version, ts, kind, payload) VALUES (?, ?, ?, ?)",
             (tx.version, tx.now, tx.kind, tx.event_payload()),
         )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def untracked(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction without an event, for derived data (stored vectors), which is not a
+    memory change and gets no version."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -1,8 +1,9 @@
 """The FAISS vector index: `IndexIDMap2(IndexFlatIP)` over unit vectors, so scores are cosines.
 
-The index is derived data. `save` writes it to a temporary name and `os.replace`s it, then writes a
-stamp (`<file>.json`: memory version, embedder, dimension, byte size, CRC32). `load` returns None
-with a reason when the file is missing, stale or corrupt, and the caller rebuilds from SQLite.
+The index is derived data. `save` writes it through `core.files.atomic_path` (a temporary file
+beside it, fsynced, then `os.replace`d in), then writes a stamp (`<file>.json`: memory version,
+embedder, dimension, byte size, CRC32). `load` returns None with a reason when the file is missing,
+stale or corrupt, and the caller rebuilds from SQLite.
 A GPU copy (faiss-gpu with a visible GPU) is made lazily for searching; mutations go to the CPU
 master and drop the GPU copy.
 """
@@ -11,13 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from insightloop.core.files import atomic_path, atomic_write
 
 log = logging.getLogger(__name__)
 _BLAS_THRESHOLD = 20
@@ -61,19 +61,6 @@ def _crc32(path: Path) -> int:
         while chunk := fh.read(1 << 20):
             crc = zlib.crc32(chunk, crc)
     return crc
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class VectorIndex:
@@ -152,8 +139,8 @@ class VectorIndex:
     def save(self, path: Path, stamp: dict[str, Any]) -> None:
         """Write the index and its stamp atomically (index first: a crash in between leaves a stamp
         whose size/CRC no longer match, which `load` treats as corrupt)."""
-        faiss = _faiss()
-        _write_atomic(path, lambda tmp: faiss.write_index(self._cpu, tmp))
+        with atomic_path(path) as tmp:
+            _faiss().write_index(self._cpu, str(tmp))
         meta = {
             **stamp,
             "dim": self.dim,
@@ -162,7 +149,7 @@ class VectorIndex:
             "crc32": _crc32(path),
         }
         stamp_path = path.with_name(path.name + ".json")
-        _write_atomic(stamp_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+        atomic_write(stamp_path, json.dumps(meta))
 
     @classmethod
     def load(

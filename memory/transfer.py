@@ -10,17 +10,22 @@ support, the rest are added with their statistics; existing tasks, baselines and
 from __future__ import annotations
 
 import json
+import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from insightloop.core.config import MemoryConfig
 from insightloop.core.files import atomic_write
 from insightloop.memory import db
+from insightloop.memory.attempts import SELECT_ATTEMPT, attempt_from_row, insert_attempt, stored_like
+from insightloop.memory.credit import insert_task
+from insightloop.memory.indexes import Indexes
 from insightloop.memory.records import Attempt, ImportReport, Insight, TaskStats, clean_text
+from insightloop.memory.session import Session
+from insightloop.memory.vectors import Vectors
 from pydantic import BaseModel, Field, ValidationError
-
-if TYPE_CHECKING:
-    from insightloop.memory.store import MemoryStore
 
 FORMAT = "insightloop.memory"
 FORMAT_VERSION = 1
@@ -53,51 +58,55 @@ class Bundle(BaseModel):
     attempts: list[Attempt] = Field(default_factory=list)
 
 
-def _lines(store: MemoryStore) -> list[dict[str, Any]]:
-    with store._read() as conn:
-        version = db.current_version(conn)
-        insights = [db.insight_from_row(r) for r in conn.execute(db.SELECT_INSIGHT + " ORDER BY n")]
-        stats: dict[str, list[dict[str, Any]]] = {}
-        for r in conn.execute(
-            "SELECT insight_id, task_id, uses, utility_sum, utility_sq, successes "
-            "FROM insight_task_stats ORDER BY insight_id, task_id"
-        ):
-            stats.setdefault(r[0], []).append(
-                dict(
-                    zip(
-                        ("insight_id", "task_id", "uses", "utility_sum", "utility_sq", "successes"),
-                        r,
-                        strict=True,
-                    )
-                )
-            )
-        tasks = conn.execute("SELECT id, family, text FROM tasks ORDER BY n").fetchall()
-        baselines = conn.execute("SELECT task_id, rate, n FROM baselines ORDER BY task_id").fetchall()
-        attempts = conn.execute(
-            "SELECT id, task_id, task_text, family, text, reward, created FROM attempts ORDER BY n"
-        ).fetchall()
-    out: list[dict[str, Any]] = [
-        {
+@dataclass
+class Target:
+    """The parts of the memory an import writes through."""
+
+    session: Session
+    vectors: Vectors
+    indexes: Indexes
+    cfg: MemoryConfig
+
+
+def _insight_lines(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every insight, in the order it was stored, with its per-task credit."""
+    stats: dict[str, list[dict[str, Any]]] = {}
+    for row in conn.execute(db.SELECT_STAT + " ORDER BY insight_id, task_id"):
+        st = db.stat_from_row(row)
+        stats.setdefault(st.insight_id, []).append(st.model_dump(mode="json"))
+    insights = [db.insight_from_row(r) for r in conn.execute(db.SELECT_INSIGHT + " ORDER BY n")]
+    return [{"type": "insight", **i.model_dump(mode="json"), "task_stats": stats.get(i.id, [])} for i in insights]
+
+
+def _other_lines(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The training problems, baselines and attempts."""
+    tasks = conn.execute("SELECT id, family, text FROM tasks ORDER BY n").fetchall()
+    baselines = conn.execute("SELECT task_id, rate, n FROM baselines ORDER BY task_id").fetchall()
+    attempts = [attempt_from_row(r) for r in conn.execute(SELECT_ATTEMPT + " ORDER BY n")]
+    return (
+        [{"type": "task", "id": t[0], "family": t[1], "text": t[2]} for t in tasks]
+        + [{"type": "baseline", "task_id": b[0], "rate": b[1], "n": b[2]} for b in baselines]
+        + [{"type": "attempt", **a.model_dump(mode="json")} for a in attempts]
+    )
+
+
+def _lines(session: Session, run_dir: Path) -> list[dict[str, Any]]:
+    """The header and every line, from one committed snapshot."""
+    with session.read() as conn:
+        header = {
             "type": "header",
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "memory_version": version,
-            "run_dir": str(store.run_dir),
+            "memory_version": db.current_version(conn),
+            "run_dir": str(run_dir),
         }
-    ]
-    out += [
-        {"type": "insight", **i.model_dump(mode="json"), "task_stats": stats.get(i.id, [])} for i in insights
-    ]
-    out += [{"type": "task", "id": t[0], "family": t[1], "text": t[2]} for t in tasks]
-    out += [{"type": "baseline", "task_id": b[0], "rate": b[1], "n": b[2]} for b in baselines]
-    keys = ("id", "task_id", "task_text", "family", "text", "reward", "created")
-    out += [{"type": "attempt", **dict(zip(keys, a, strict=True))} for a in attempts]
-    return out
+        return [header, *_insight_lines(conn), *_other_lines(conn)]
 
 
-def export_jsonl(store: MemoryStore, path: Path) -> int:
-    """Write one consistent snapshot of the memory to `path` (temp file, then `os.replace`)."""
-    lines = _lines(store)
+def export_jsonl(session: Session, run_dir: Path, path: Path) -> int:
+    """Write one consistent snapshot of the memory of `run_dir` to `path` (temp file, then
+    `os.replace`); returns the lines written."""
+    lines = _lines(session, run_dir)
     path = path.expanduser()
     atomic_write(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     return len(lines)
@@ -156,38 +165,52 @@ def _rename(line: InsightLine, new_id: str) -> None:
     line.task_stats = [st.model_copy(update={"insight_id": new_id}) for st in line.task_stats]
 
 
-def _plan_insights(store: MemoryStore, bundle: Bundle) -> Plan:
-    """Embed incoming insights (outside the write transaction) and find stored near-duplicates."""
-    with store._read() as conn:
+def _incoming(target: Target, bundle: Bundle) -> list[InsightLine]:
+    """The insights not already stored; one whose id is taken by another lesson gets a fresh id."""
+    with target.session.read() as conn:
         present = {r[0]: r[1] for r in conn.execute("SELECT id, text FROM insights")}
+    cap = target.cfg.max_insight_chars
     for line in bundle.insights:
-        line.insight.text = clean_text(line.insight.text, store.cfg.max_insight_chars) or line.insight.text
+        line.insight.text = clean_text(line.insight.text, cap) or line.insight.text
     incoming = []
     for line in bundle.insights:
         if present.get(line.insight.id) == line.insight.text:
             continue  # already here: an earlier import of the same memory
         if line.insight.id in present:
             # Same id, different lesson (ids from another run): keep both under a fresh id.
-            fresh = store._new_id("i")
+            fresh = target.session.new_id("i")
             while fresh in present:
-                fresh = store._new_id("i")
+                fresh = target.session.new_id("i")
             _rename(line, fresh)
         incoming.append(line)
-    vecs = dict(
-        zip(
-            [line.insight.id for line in incoming],
-            store._embed([line.insight.text for line in incoming]),
-            strict=True,
-        )
-    )
+    return incoming
+
+
+def _plan_insights(target: Target, bundle: Bundle) -> Plan:
+    """Embed incoming insights (outside the write transaction) and find stored near-duplicates."""
+    incoming = _incoming(target, bundle)
+    texts = [line.insight.text for line in incoming]
+    vecs = dict(zip([line.insight.id for line in incoming], target.vectors.embed(texts), strict=True))
     plan = Plan(new=[], merges={}, skipped=len(bundle.insights) - len(incoming), vecs=vecs)
     for line in incoming:
-        near = store._nearest(vecs[line.insight.id])
-        if near is not None and near[1] >= store.cfg.dedup_threshold:
+        near = target.indexes.nearest(vecs[line.insight.id])
+        if near is not None and near[1] >= target.cfg.dedup_threshold:
             plan.merges[line.insight.id] = near[0]
         else:
             plan.new.append(line)
     return plan
+
+
+def _merged(existing: Insight, other: Insight) -> Insight:
+    """A stored insight with the support and sources of an incoming near-duplicate added."""
+    support = int(existing.meta.get("support", 1)) + int(other.meta.get("support", 1))
+    return existing.model_copy(
+        update={
+            "source_episodes": list(dict.fromkeys(existing.source_episodes + other.source_episodes)),
+            "source_tasks": list(dict.fromkeys(existing.source_tasks + other.source_tasks)),
+            "meta": {**existing.meta, "support": support},
+        }
+    )
 
 
 def _write_insights(tx: db.Tx, bundle: Bundle, plan: Plan, report: ImportReport) -> None:
@@ -202,34 +225,16 @@ def _write_insights(tx: db.Tx, bundle: Bundle, plan: Plan, report: ImportReport)
         existing = tx.get(row[0]) if row else None
         if existing is None:
             continue
-        other = by_id[incoming_id]
-        support = int(existing.meta.get("support", 1)) + int(other.meta.get("support", 1))
-        tx.put(
-            existing.model_copy(
-                update={
-                    "source_episodes": list(dict.fromkeys(existing.source_episodes + other.source_episodes)),
-                    "source_tasks": list(dict.fromkeys(existing.source_tasks + other.source_tasks)),
-                    "meta": {**existing.meta, "support": support},
-                }
-            )
-        )
+        tx.put(_merged(existing, by_id[incoming_id]))
         report.merged += 1
 
 
 def _write_others(
-    store: MemoryStore,
-    tx: db.Tx,
-    bundle: Bundle,
-    report: ImportReport,
-    task_vecs: np.ndarray,
-    attempt_vecs: np.ndarray,
+    tx: db.Tx, bundle: Bundle, report: ImportReport, task_vecs: np.ndarray, attempt_vecs: np.ndarray
 ) -> None:
+    """Tasks, baselines and attempts; the stored ones win."""
     for t, vec in zip(bundle.tasks, task_vecs, strict=True):
-        cur = tx.conn.execute(
-            "INSERT OR IGNORE INTO tasks (id, family, text, created, embedding) VALUES (?, ?, ?, ?, ?)",
-            (t.id, t.family, t.text, tx.now, db.vec_blob(vec)),
-        )
-        report.tasks += cur.rowcount
+        report.tasks += insert_task(tx.conn, t.id, t.family, t.text, tx.now, vec)
     for b in bundle.baselines:
         cur = tx.conn.execute(
             "INSERT OR IGNORE INTO baselines (task_id, rate, n, updated) VALUES (?, ?, ?, ?)",
@@ -237,29 +242,22 @@ def _write_others(
         )
         report.baselines += cur.rowcount
     for a, vec in zip(bundle.attempts, attempt_vecs, strict=True):
-        if tx.conn.execute(
-            "SELECT 1 FROM attempts WHERE id = ? OR (task_id = ? AND text = ?)", (a.id, a.task_id, a.text)
-        ).fetchone():
-            continue
-        tx.conn.execute(
-            "INSERT INTO attempts (id, task_id, task_text, family, text, reward, created, embedding) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (a.id, a.task_id, a.task_text, a.family, a.text, a.reward, a.created, db.vec_blob(vec)),
-        )
-        report.attempts += 1
+        if stored_like(tx.conn, a) is None:
+            insert_attempt(tx.conn, a, vec)
+            report.attempts += 1
 
 
-def import_jsonl(store: MemoryStore, path: Path) -> ImportReport:
-    """Merge an export into `store` (see the module docstring)."""
+def import_jsonl(target: Target, path: Path) -> ImportReport:
+    """Merge an export into the memory (see the module docstring)."""
     bundle = read_bundle(path)
     report = ImportReport()
-    task_vecs = store._embed([t.text for t in bundle.tasks])
-    attempt_vecs = store._embed([a.task_text for a in bundle.attempts])
-    with store._lock:
-        plan = _plan_insights(store, bundle)
-        with store._write("import") as tx:
+    task_vecs = target.vectors.embed([t.text for t in bundle.tasks])
+    attempt_vecs = target.vectors.embed([a.task_text for a in bundle.attempts])
+    with target.session.lock:
+        plan = _plan_insights(target, bundle)
+        with target.session.write("import") as tx:
             _write_insights(tx, bundle, plan, report)
-            _write_others(store, tx, bundle, report, task_vecs, attempt_vecs)
+            _write_others(tx, bundle, report, task_vecs, attempt_vecs)
             tx.payload = {
                 "source": str(path),
                 "from_version": bundle.header.get("memory_version"),

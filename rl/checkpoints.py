@@ -1,22 +1,20 @@
 """Versioned checkpoints: RUN_DIR/checkpoints/<n>/ holds the model, tokenizer and a manifest.
 
-Every write goes to a temporary name in the same folder and is then `os.replace`d, so a crash leaves
-either the old state or the new one, never half a checkpoint. `CURRENT` holds the number of the
-checkpoint the policy serves from; without it the policy is the base model. A rejected fold keeps
-its manifest (what was tried and why it was refused) but not its weights.
+Every write goes to a temporary name in the same folder and is then `os.replace`d (`core.files`),
+so a crash leaves either the old state or the new one, never half a checkpoint. `CURRENT` holds the
+number of the checkpoint the policy serves from; without it the policy is the base model. A rejected
+fold keeps its manifest (what was tried and why it was refused) but not its weights.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from insightloop.core.files import atomic_write
+from insightloop.core.files import atomic_dir, atomic_write
 from pydantic import BaseModel, Field
 
 CURRENT = "CURRENT"
@@ -67,20 +65,13 @@ def next_index(run_dir: str | Path) -> int:
 
 def write_checkpoint(run_dir: str | Path, model: Any, tokenizer: Any, manifest: Manifest) -> Path:
     """Save model + tokenizer + manifest as checkpoints/<manifest.index>/ in one atomic rename."""
-    root = checkpoints_dir(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    dest = root / str(manifest.index)
-    if dest.exists():
+    dest = checkpoints_dir(run_dir) / str(manifest.index)
+    if dest.exists():  # checked first too, so no time goes into saving weights that cannot land
         raise FileExistsError(f"{dest} exists; checkpoints are never overwritten")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{manifest.index}.", dir=root))
-    try:
+    with atomic_dir(dest) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from insightloop.core.config import FoldConfig
+from insightloop.core.config import DPOFoldConfig, FoldConfig
 from insightloop.rl.data import DPOPair
 from insightloop.rl.policy import common_args, lora_config, quiet
 
 
-def dpo_losses(cfg: FoldConfig) -> tuple[list[str], list[float]]:
-    """TRL loss types and weights for the configured label smoothing and SFT weight α."""
+def dpo_losses(cfg: DPOFoldConfig) -> tuple[list[str], list[float]]:
+    """TRL loss types and weights for the configured label smoothing and SFT weight α (`fold.dpo`)."""
     pref = "robust" if cfg.label_smoothing > 0 else "sigmoid"
     if cfg.sft_weight <= 0:
         return [pref], [1.0]
@@ -41,11 +41,12 @@ def make_dpo_trainer(model: Any, tokenizer: Any, pairs: Sequence[DPOPair], cfg: 
 
     if not pairs:
         raise ValueError("DPO needs at least one pair: a search tree with both a correct and a wrong attempt")
-    loss_type, loss_weights = dpo_losses(cfg)
+    dpo = cfg.dpo
+    loss_type, loss_weights = dpo_losses(dpo)
     args = DPOConfig(**common_args(cfg, steps, out_dir, seed),
                      per_device_train_batch_size=max(1, min(cfg.batch_size, len(pairs))),
-                     beta=cfg.beta, label_smoothing=cfg.label_smoothing, loss_type=loss_type,
-                     loss_weights=loss_weights, max_length=cfg.max_length)
+                     beta=dpo.beta, label_smoothing=dpo.label_smoothing, loss_type=loss_type,
+                     loss_weights=loss_weights, max_length=dpo.max_length)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dpo_dataset(pairs), processing_class=tokenizer,
                          callbacks=list(callbacks), peft_config=lora_config(cfg))
     return quiet(trainer)

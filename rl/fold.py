@@ -21,6 +21,8 @@ from insightloop.core.config import Config, FoldConfig
 from insightloop.core.episode import Chain, Episode
 from insightloop.core.task import Reward, Task
 from insightloop.memory.chains import load_chains
+from insightloop.memory.episodes import load_episodes
+from insightloop.memory.records import Insight
 from insightloop.rl import checkpoints as ck
 from insightloop.rl.data import build_dpo_pairs, build_grpo_prompts, build_sft_examples, chat_render
 from insightloop.rl.gate import GateResult, InsightRetest, gate, retest_insight
@@ -72,18 +74,15 @@ class FoldResult(BaseModel):
 
 
 class InsightStore(Protocol):
-    """The part of the memory store the post-fold re-test needs."""
+    """The part of the memory store the post-fold re-test needs.
 
-    def list_insights(self) -> Sequence[Any]: ...
+    Contract: `list_insights()` returns every stored insight; `mark_absorbed` records that an
+    insight's lesson is now in the weights and returns the updated insight.
+    """
 
-    def mark_absorbed(self, insight_id: str) -> Any: ...
+    def list_insights(self) -> Sequence[Insight]: ...
 
-
-def load_episodes(run_dir: str | Path) -> list[Episode]:
-    """The run's saved episodes (RUN_DIR/episodes/*.json, as `agent.solve.save_episode` writes them)."""
-    folder = Path(run_dir) / "episodes"
-    files = sorted(folder.glob("*.json")) if folder.exists() else []
-    return [Episode.model_validate_json(p.read_text(encoding="utf-8")) for p in files]
+    def mark_absorbed(self, insight_id: str) -> Insight: ...
 
 
 def split_validation(episodes: Sequence[Episode], n: int, seed: int) -> tuple[list[Episode], list[Task]]:
@@ -98,7 +97,8 @@ def split_validation(episodes: Sequence[Episode], n: int, seed: int) -> tuple[li
 
 
 def load_fold_data(run_dir: str | Path, cfg: Config) -> FoldData:
-    """Episodes and chains from the run directory, with a seeded held-out validation slice."""
+    """Episodes (from the run's memory) and chains from the run directory, with a seeded held-out
+    validation slice."""
     episodes = load_episodes(run_dir)
     train, val = split_validation(episodes, cfg.fold.gate_slice, cfg.seed)
     return FoldData(episodes=train, chains=load_chains(run_dir), validation=val)
@@ -151,7 +151,7 @@ def _trainer(method: str, model: Any, tok: Any, data: FoldData, fc: FoldConfig, 
     render, ins = chat_render(tok), (data.insights if fc.include_insights else {})
     if method == "grpo":
         rng = random.Random(seed)
-        prompts = build_grpo_prompts(data.episodes, data.chains, render, fc.max_prompts, rng, ins)
+        prompts = build_grpo_prompts(data.episodes, data.chains, render, fc.grpo.max_prompts, rng, ins)
         trainer, rollout = make_grpo_trainer(model, tok, prompts, fc, fc.steps, work, verify, seed, [cb])
         return trainer, {"prompts": len(prompts),
                          "prompts_with_offpolicy": sum(p.offpolicy is not None for p in prompts)}, rollout
@@ -219,7 +219,7 @@ def _settle(run_dir: str | Path, path: Path, result: GateResult) -> ck.Manifest:
 def _retest(lm: Any, store: InsightStore, episodes: Sequence[Episode], cfg: Config) -> list[InsightRetest]:
     """Re-test the most used live insights on their source tasks; mark absorbed the unneeded ones."""
     tasks = {ep.task.id: ep.task for ep in episodes}
-    live = [i for i in store.list_insights() if i.status == "active" and not getattr(i, "absorbed", False)]
+    live = [i for i in store.list_insights() if i.status == "active" and not i.absorbed]
     out = []
     for ins in sorted(live, key=lambda i: i.uses, reverse=True)[: cfg.fold.retest_insights]:
         own = [tasks[t] for t in ins.source_tasks if t in tasks][:4]

@@ -89,17 +89,17 @@ def grpo_dataset(prompts: Sequence[GRPOPrompt]) -> Any:
 def make_grpo_trainer(model: Any, tokenizer: Any, prompts: Sequence[GRPOPrompt], cfg: FoldConfig,
                       steps: int, out_dir: str | Path, verify: VerifyFn, seed: int = 0,
                       callbacks: Sequence[Any] = ()) -> tuple[Any, MixedPolicyRollout]:
-    """A `GRPOTrainer` over `prompts` with the verifier reward and the mixed-policy rollout."""
+    """A `GRPOTrainer` over `prompts` with the verifier reward and the mixed-policy rollout (`cfg.grpo`)."""
     from trl import GRPOConfig, GRPOTrainer
 
     if not prompts:
         raise ValueError("GRPO needs at least one prompt; solve some training problems first")
-    per_step = max(1, min(cfg.batch_size, len(prompts)))
-    args = GRPOConfig(**common_args(cfg, steps, out_dir, seed), num_generations=cfg.group_size,
-                      per_device_train_batch_size=cfg.group_size * per_step,
-                      max_completion_length=cfg.max_completion_tokens, temperature=cfg.temperature,
-                      beta=cfg.kl_beta, use_vllm=cfg.use_vllm, log_completions=False)
-    rollout = MixedPolicyRollout(prompts, verify, mix=cfg.mix_offpolicy)
+    per_step, grpo = max(1, min(cfg.batch_size, len(prompts))), cfg.grpo
+    args = GRPOConfig(**common_args(cfg, steps, out_dir, seed), num_generations=grpo.group_size,
+                      per_device_train_batch_size=grpo.group_size * per_step,
+                      max_completion_length=cfg.max_completion_tokens, temperature=grpo.temperature,
+                      beta=grpo.kl_beta, use_vllm=grpo.use_vllm, log_completions=False)
+    rollout = MixedPolicyRollout(prompts, verify, mix=grpo.mix_offpolicy)
     trainer = GRPOTrainer(model=model, reward_funcs=[verifier_reward(verify)], args=args,
                           train_dataset=grpo_dataset(prompts), processing_class=tokenizer,
                           callbacks=list(callbacks), peft_config=lora_config(cfg), rollout_func=rollout)

@@ -24,14 +24,14 @@ def sft_dataset(examples: Sequence[SFTExample]) -> Any:
 
 def make_sft_trainer(model: Any, tokenizer: Any, examples: Sequence[SFTExample], cfg: FoldConfig,
                      steps: int, out_dir: str | Path, seed: int = 0, callbacks: Sequence[Any] = ()) -> Any:
-    """An `SFTTrainer` over `examples` (the prompt tokens are masked out of the loss)."""
+    """An `SFTTrainer` over `examples` (the prompt tokens are masked out of the loss; `cfg.sft`)."""
     from trl import SFTConfig, SFTTrainer
 
     if not examples:
         raise ValueError("SFT needs at least one correct text; no verified chain or correct attempt yet")
     args = SFTConfig(**common_args(cfg, steps, out_dir, seed),
                      per_device_train_batch_size=max(1, min(cfg.batch_size, len(examples))),
-                     completion_only_loss=True, max_length=cfg.max_length)
+                     completion_only_loss=True, max_length=cfg.sft.max_length)
     trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(examples),
                          processing_class=tokenizer, callbacks=list(callbacks), peft_config=lora_config(cfg))
     return quiet(trainer)

@@ -36,4 +36,4 @@ def test_adapt_learns_an_admitted_insight_with_provenance(tmp_path: Path) -> Non
         assert ins.source_tasks[0].startswith("bbh/boolean_expressions/")
         assert {"pair_kind", "divergence_step", "positive", "negative", "admission_episode"} <= set(ins.meta)
         assert store.baseline(ins.source_tasks[0]) is not None
-    assert list((tmp_path / "episodes").glob("*.json"))
+        assert store.list_episodes()

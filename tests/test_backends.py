@@ -13,7 +13,9 @@ import pytest
 import torch
 from insightloop.agent.backends import make_lm
 from insightloop.agent.backends.api import CONTINUE_INSTRUCTION, LiteLLMBackend, LMConfigError, is_transient
-from insightloop.agent.backends.hf import PrefixCache, _sample_seed, _top_p
+from insightloop.agent.backends.decode import _top_p
+from insightloop.agent.backends.hf import _sample_seed
+from insightloop.agent.backends.kv import PrefixCache
 from insightloop.core.config import ModelConfig
 from insightloop.core.lm import LM, GenRequest, truncate_at_stop
 
@@ -323,3 +325,15 @@ def test_top_p_keeps_the_nucleus() -> None:
     kept = _top_p(probs.clone(), 0.7)
     assert kept.tolist() == pytest.approx([0.0, 0.5, 0.3, 0.0])
     assert _top_p(probs.clone(), 0.1).tolist() == pytest.approx([0.0, 0.5, 0.0, 0.0])
+
+
+def test_prefix_cache_finds_long_prefixes_among_many_entries() -> None:
+    cache = PrefixCache(capacity_tokens=10_000)
+    base = list(range(100, 160))  # 60 tokens: three whole 16-token blocks and a partial one
+    cache.put(base, _kv(60))
+    for i in range(30):  # many unrelated, newer entries
+        cache.put([1000 + i] * 20, _kv(20))
+    n, kv = cache.lookup(base[:55] + [7, 7, 7])
+    assert n == 55 and kv is not None and kv[0][0].shape[2] == 55
+    n, _ = cache.lookup(base[:40] + [1])
+    assert n == 40

@@ -13,8 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from insightloop.apps.console.chart import line_chart
+from insightloop.apps.console.commands import Inspector
 from insightloop.apps.console.curve import EpisodePoint, learning_curve
-from insightloop.apps.console.inspector import COMMANDS, Inspector, line_chart
+from insightloop.apps.console.parsing import COMMANDS
+from insightloop.apps.console.views import ErrorText
 from insightloop.core.config import MemoryConfig
 from insightloop.core.episode import Episode, SearchTree, Trajectory
 from insightloop.core.task import Reward, Task
@@ -216,10 +219,21 @@ def test_curation_needs_a_writer(run_dir: Path) -> None:
 
 def test_curve_terminal_chart_and_png(inspector: Inspector, tmp_path: Path) -> None:
     png = tmp_path / "out" / "curve.png"
+    png.parent.mkdir()
     out = render(inspector.execute(f"curve --window 4 --png {png}"), width=120)
     assert "with insights" in out and "without insights" in out and "lift" in out
     assert "episodes: 12" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in png.parent.iterdir()] == ["curve.png"]  # no temporary file left behind
+
+
+def test_curve_png_into_a_missing_directory_creates_nothing(inspector: Inspector, tmp_path: Path) -> None:
+    png = tmp_path / "nowhere" / "deeper" / "curve.png"
+    result = inspector.execute(f"curve --png {png}")
+    out = render(result, width=200)
+    assert isinstance(result, ErrorText) and "directory does not exist" in out
+    assert len(out.strip().splitlines()) == 1
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_budget_sums_episodes_and_reads_status(inspector: Inspector) -> None:
@@ -301,7 +315,7 @@ def real_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.real
 def test_real_run_through_the_command_layer(real_run_dir: Path, tmp_path: Path) -> None:
     """Every read command on the run the embedded model produced, checked against the store."""
-    from insightloop.apps.console.inspector import open_inspector
+    from insightloop.apps.console.shell import open_inspector
 
     inspector, close = open_inspector(real_run_dir)
     try:
@@ -340,7 +354,7 @@ def test_real_curation_is_recorded_and_visible_in_diff(real_run_dir: Path, tmp_p
     """approve / reject / edit through a briefly opened writer (real MiniLM re-embedding on edit)."""
     import shutil
 
-    from insightloop.apps.console.inspector import open_inspector
+    from insightloop.apps.console.shell import open_inspector
     from insightloop.memory.embed import make_embedder
 
     run = tmp_path / "run"

@@ -11,16 +11,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from insightloop.apps.daemon.service import (
-    CallStats,
-    Daemon,
-    DaemonLocked,
-    GuardedLM,
-    RunLock,
-    StopRequested,
-    lock_holder,
-    serve,
-)
+from insightloop.apps.daemon.guard import CallStats, GuardedLM, StopRequested
+from insightloop.apps.daemon.lock import DaemonLocked, RunLock, lock_holder
+from insightloop.apps.daemon.run import serve
+from insightloop.apps.daemon.service import Daemon
 from insightloop.apps.daemon.status import read_status
 from insightloop.core.budget import Budget
 from insightloop.core.config import Config
@@ -406,7 +400,7 @@ def test_status_command_prints_table_and_json(tmp_path: Path) -> None:
 
 
 def test_checkpoint_sync_loads_current_weights_once_and_after_a_fold(tmp_path: Path) -> None:
-    from insightloop.apps.daemon.service import CheckpointSync
+    from insightloop.apps.daemon.run import CheckpointSync
     from insightloop.rl import checkpoints
 
     class Loadable(FakeLM):
@@ -440,3 +434,104 @@ def test_json_log_rotates(tmp_path: Path) -> None:
     files = sorted(p.name for p in (tmp_path / "logs").iterdir())
     assert files == ["daemon.jsonl", "daemon.jsonl.1", "daemon.jsonl.2"]
     assert all(json.loads(line)["msg"] == "tick" for line in (tmp_path / "logs" / "daemon.jsonl.1").open())
+
+
+def test_lock_error_is_a_user_error_with_exit_code_3(tmp_path: Path) -> None:
+    from insightloop.core.errors import UserError
+
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    with pytest.raises(UserError) as info:
+        RunLock(tmp_path).acquire()
+    lock.release()
+    assert isinstance(info.value, DaemonLocked) and info.value.exit_code == 3
+
+
+def test_refused_line_numbers_come_from_the_parser_not_a_search_by_id(tmp_path: Path) -> None:
+    d, _, learner = make(tmp_path, max_prompt_chars=200)
+    lines = [json.dumps({"id": "big", "prompt": "p", "answer": "1", "verifier": "sympy"}),
+             json.dumps({"id": "big", "prompt": "y" * 300, "answer": "1", "verifier": "exact"}),
+             task_line(3)]
+    drop(tmp_path, "dup.jsonl", lines)
+    assert drain(d) == ["task", "idle"] and learner.runs == ["t3"]
+    side = json.loads((tmp_path / "failed" / "dup.rejected.jsonl.error.json").read_text())
+    assert [p["line"] for p in side["problems"]] == [1, 2]
+    assert "sympy" in side["problems"][0]["reason"] and "max_prompt_chars" in side["problems"][1]["reason"]
+    rejected = (tmp_path / "failed" / "dup.rejected.jsonl").read_text().splitlines()
+    assert rejected == lines[:2]
+
+
+DAMAGED_STATUS = [
+    (b'{"state": "idle", "counters": {"done": 3', "invalid JSON"),
+    (b'{"state": "caf\xe9"}', "not UTF-8: byte 0xe9"),
+    (b'{"state": "idle", "counters": {"done": "many"}}', "not a status record: counters.done"),
+    (b"", "invalid JSON"),
+]
+
+
+@pytest.mark.parametrize("body,why", DAMAGED_STATUS)
+def test_damaged_status_json_reads_as_unreadable(tmp_path: Path, body: bytes, why: str) -> None:
+    from insightloop.apps.daemon.status import UnreadableStatus
+
+    (tmp_path / "status.json").write_bytes(body)
+    st = read_status(tmp_path)
+    assert isinstance(st, UnreadableStatus) and why in st.reason
+    assert st.state.startswith("status.json is unreadable") and st.pid == 0
+    assert st.updated_at == pytest.approx((tmp_path / "status.json").stat().st_mtime)
+
+
+def test_missing_and_good_status_json_read_as_before(tmp_path: Path) -> None:
+    from insightloop.apps.daemon.status import DaemonStatus, UnreadableStatus, write_status
+
+    assert read_status(tmp_path) is None
+    write_status(tmp_path, DaemonStatus(state="idle", pid=42))
+    st = read_status(tmp_path)
+    assert st is not None and not isinstance(st, UnreadableStatus) and st.state == "idle" and st.pid == 42
+
+
+def test_status_command_reports_an_unreadable_status_json(tmp_path: Path) -> None:
+    from insightloop.apps.cli.main import app
+    from typer.testing import CliRunner
+
+    (tmp_path / "status.json").write_bytes(b"\xff\xfe{garbage")
+    runner = CliRunner()
+    out = runner.invoke(app, ["status", "--run-dir", str(tmp_path), "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["state"].startswith("status.json is unreadable") and data["running"] is False
+    table = runner.invoke(app, ["status", "--run-dir", str(tmp_path)], env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and "status.json is unreadable" in table.output
+    assert "no daemon has run" not in table.output + out.output
+
+
+def test_daemon_start_replaces_an_unreadable_status_json(tmp_path: Path) -> None:
+    import logging
+
+    from insightloop.apps.daemon.run import write_starting_status
+    from insightloop.apps.daemon.status import UnreadableStatus
+
+    (tmp_path / "status.json").write_bytes(b"{not json")
+    write_starting_status(tmp_path, 1000.0, logging.getLogger("test-daemon-start"))
+    st = read_status(tmp_path)
+    assert st is not None and not isinstance(st, UnreadableStatus)
+    assert st.state == "starting: loading models" and st.started_at == 1000.0 and st.counters.done == 0
+    (tmp_path / "status.json").write_bytes(b"{not json")
+    d, _, _ = make(tmp_path)  # the daemon's first status write replaces it too
+    drop(tmp_path, "a.jsonl", [task_line(1)])
+    d.run_once()
+    st = read_status(tmp_path)
+    assert st is not None and not isinstance(st, UnreadableStatus) and st.counters.done == 1
+
+
+def test_daemon_start_keeps_the_last_counters(tmp_path: Path) -> None:
+    import logging
+
+    from insightloop.apps.daemon.run import write_starting_status
+
+    d, _, _ = make(tmp_path)
+    drop(tmp_path, "a.jsonl", [task_line(1), task_line(2)])
+    drain(d)
+    d.close()
+    write_starting_status(tmp_path, 2000.0, logging.getLogger("test-daemon-start"))
+    st = read_status(tmp_path)
+    assert st is not None and st.state == "starting: loading models" and st.counters.done == 2

@@ -13,18 +13,13 @@ from insightloop.core.config import Config, load_config
 from insightloop.core.lm import Generation, GenRequest
 from insightloop.core.stats import mean_ci
 from insightloop.evals.harness import baselines, ours
+from insightloop.evals.harness.aggregate import aggregate
+from insightloop.evals.harness.context import Context
+from insightloop.evals.harness.measure import evaluate
+from insightloop.evals.harness.methods import ALL_METHODS, methods_table
+from insightloop.evals.harness.records import EvalSpec, MethodResult, RunSpec
 from insightloop.evals.harness.report import load_results, markdown, write_report
-from insightloop.evals.harness.runner import (
-    BudgetExceeded,
-    Context,
-    EvalSpec,
-    MethodResult,
-    RunSpec,
-    aggregate,
-    evaluate,
-    make_runs,
-    run_eval,
-)
+from insightloop.evals.harness.runner import BudgetExceeded, make_runs, run_eval
 from insightloop.memory.embed import HashingEmbedder
 
 LESSON = "When adding numbers, carry the tens digit before writing the answer."
@@ -231,7 +226,8 @@ def test_splits_repeat_for_the_same_seed(tmp_path: Path) -> None:
 def test_fold_and_grpo_plans_fit_the_budget(tmp_path: Path) -> None:
     spec = EvalSpec(suites=[_suite(tmp_path)], methods=["none"], n_train=5, n_test=3, budget=30, seeds=[0])
     cfg = _cfg()
-    cfg.fold = cfg.fold.model_copy(update={"group_size": 4, "batch_size": 2})
+    grpo = cfg.fold.grpo.model_copy(update={"group_size": 4})
+    cfg.fold = cfg.fold.model_copy(update={"batch_size": 2, "grpo": grpo})
     run = make_runs(spec, cfg)[0]
     steps, reserved = ours.fold_plan(run, 30)
     assert steps == 1 and reserved == 4 * 2 + 2  # one step of two groups, and the gate's 2 × 1 held-out task
@@ -291,3 +287,8 @@ def test_results_of_two_processes_merge(tmp_path: Path) -> None:
     _, c = _run(tmp_path, ["none"], seeds=[0], budget=3)
     with pytest.raises(ValueError, match="different settings"):
         merge([a, c])  # type: ignore[list-item]
+
+
+def test_every_method_name_has_a_function() -> None:
+    table = methods_table()
+    assert tuple(table) == ALL_METHODS and all(callable(f) for f in table.values())

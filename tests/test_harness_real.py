@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from insightloop.agent.search.domain import SYSTEM_PROMPT
 from insightloop.core.config import load_config
+from insightloop.evals.harness.context import Context
+from insightloop.evals.harness.records import EvalSpec, Results
 from insightloop.evals.harness.report import load_results, write_report
-from insightloop.evals.harness.runner import Context, EvalSpec, Results, run_eval
+from insightloop.evals.harness.runner import run_eval
 
 pytestmark = pytest.mark.real
 
@@ -25,7 +27,7 @@ TINY = [
     "loop.max_candidates=1",
     "loop.analyst_tokens=40",
     "loop.synthesize=false",
-    "fold.group_size=2",
+    "fold.grpo.group_size=2",
     "fold.batch_size=1",
     "fold.max_completion_tokens=24",
     "fold.gate_max_tokens=32",

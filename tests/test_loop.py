@@ -89,9 +89,10 @@ class FakeStore:
         return [i for i in self.insights.values() if i.status == "active"][:k]
 
     def credit(self, insight_ids: list[str], task: Task, reward: float, baseline: float,
-               episode_id: str) -> None:
+               episode_id: str) -> list[str]:
         self.credits.append((insight_ids, task.id, reward, baseline))
         self._bump()
+        return [i for i in insight_ids if i in self.insights]
 
     def add_insight(self, text: str, kind: str, applies_when: str, family: str | None,
                     source_episode: str | None, source_task: str | None, model: str,
@@ -106,23 +107,26 @@ class FakeStore:
         self._bump()
         return ins, True
 
-    def record_admission(self, insight_id: str, admitted: bool, reason: str) -> None:
+    def record_admission(self, insight_id: str, admitted: bool, reason: str) -> Insight:
         self.insights[insight_id].status = "active" if admitted else "retired"
         self.admissions.append((insight_id, admitted, reason))
         self._bump()
+        return self.insights[insight_id]
 
-    def retire_if_harmful(self) -> list[str]:
+    def retire_if_harmful(self) -> list[Insight]:
         return []
 
-    def add_attempt(self, attempt: Attempt) -> None:
+    def add_attempt(self, attempt: Attempt) -> Attempt:
         self.attempts.append(attempt)
         self._bump()
+        return attempt
 
     def similar_attempts(self, text: str, k: int, family: str | None) -> list[tuple[Attempt, float]]:
         return [(a, 1.0) for a in self.attempts if a.family == family][:k]
 
-    def add_episode(self, ep: Episode) -> None:
+    def add_episode(self, ep: Episode) -> Episode:
         self.episodes.append(ep)
+        return ep
 
     def set_baseline(self, task_id: str, rate: float, n: int) -> None:
         self.baselines[task_id] = rate
@@ -238,7 +242,7 @@ def test_synthesized_chains_are_verified_and_stored_for_the_fold(tmp_path: Any) 
     chains = load_chains(tmp_path)
     assert report.chains_tried >= 1 and report.chains_verified == len(chains) >= 1
     assert all(c.verified and c.text.startswith("Step 1:") for c in chains)
-    assert list((tmp_path / "episodes").glob("*.json"))  # episodes are logged for the fold too
+    assert store.episodes  # episodes are logged in the store, where the fold reads them too
 
 
 def test_fold_runs_every_n_training_episodes(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:

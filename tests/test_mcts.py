@@ -10,10 +10,11 @@ import re
 import pytest
 from insightloop.agent.search.domain import ReasoningDomain, normalize_step, step_key
 from insightloop.agent.search.mcts import MCTS, uct
-from insightloop.agent.search.solve import EpisodeFinished, EpisodeStarted, solve, solve_many, vote
+from insightloop.agent.search.solve import solve, solve_many, vote
 from insightloop.core.budget import Budget
 from insightloop.core.config import SearchConfig
 from insightloop.core.episode import Episode, Node, SearchTree
+from insightloop.core.events import EpisodeFinished, EpisodeStarted
 from insightloop.core.lm import Generation, GenRequest
 from insightloop.core.task import Reward, Task
 
@@ -274,7 +275,9 @@ def test_solve_cli_table_json_and_run_dir_on_a_fake_lm(monkeypatch: pytest.Monke
     assert table.exit_code == 0, table.output
     assert any(f"accuracy {x}%" in table.output for x in ("0.0", "50.0", "100.0"))
     assert table.output.count("bbh/multistep_arithmetic") == 2 and "mean" in table.output
-    assert len(list((tmp_path / "episodes").glob("*.json"))) == 2
+    from insightloop.memory.episodes import load_episodes
+
+    assert len(load_episodes(tmp_path)) == 2  # stored in the run directory's memory
     out = runner.invoke(app, ["solve", "--prompt", "What is 40 + 2?", "--verifier", "numeric", "--answer",
                               "42", "--json", "--strategy", "sample", "--budget", "3"])
     assert out.exit_code == 0, out.output

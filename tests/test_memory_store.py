@@ -10,6 +10,7 @@ from insightloop.core.config import MemoryConfig
 from insightloop.core.episode import Episode
 from insightloop.core.task import Reward, Task
 from insightloop.memory.embed import HashingEmbedder
+from insightloop.memory.episodes import load_episodes, open_episodes
 from insightloop.memory.records import Attempt, clean_text
 from insightloop.memory.store import MemoryStore, ReadOnlyError
 
@@ -185,6 +186,19 @@ def test_episodes_baselines_and_kv(store):
     store.kv_set("checkpoint", {"path": "ckpt/1"})
     assert store.kv_get("checkpoint") == {"path": "ckpt/1"} and store.kv_get("missing", 7) == 7
     assert store.version == version  # run state is not a memory change
+
+
+def test_the_episodes_part_alone_writes_where_the_store_reads(tmp_path):
+    assert load_episodes(tmp_path) == [] and not (tmp_path / "memory.sqlite").exists()
+    late = Episode(id="b-ep", task=T2, reward=Reward(score=0.0))
+    early = Episode(id="a-ep", task=T1, reward=Reward(score=1.0), started=late.started + 1)
+    with open_episodes(tmp_path) as episodes:
+        episodes.add(late)
+        episodes.add(early)
+        assert episodes.get("a-ep") == early
+    assert [e.id for e in load_episodes(tmp_path)] == ["a-ep", "b-ep"]  # id order, not time
+    with _open(tmp_path, readonly=True) as s:
+        assert [e.id for e in s.list_episodes()] == ["b-ep", "a-ep"] and s.version == 2
 
 
 # ---- versions ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from insightloop.agent.search.domain import ATTEMPT_PRIMER
-from insightloop.core.config import Config
+from insightloop.core.config import Config, ConfigError, load_config
 from insightloop.core.episode import Chain, Episode, SearchTree, Trajectory
 from insightloop.core.task import Reward, Task
 from insightloop.memory.chains import append_chains, load_chains
@@ -41,6 +41,19 @@ def episode(t: Task, started: float, good: list[str], bad: list[str]) -> Episode
 
 
 # ------------------------------------------------------------------------------------------ data
+
+
+def test_fold_data_comes_from_the_run_memory(tmp_path: Path):
+    from insightloop.memory.episodes import open_episodes
+    from insightloop.rl.fold import load_fold_data
+
+    eps = [episode(task(i), float(i), ["Answer: 7"], []) for i in range(6)]
+    with open_episodes(tmp_path) as stored:
+        for ep in reversed(eps):
+            stored.add(ep)
+    data = load_fold_data(tmp_path, Config())
+    held = {t.id for t in data.validation}
+    assert held and [e.id for e in data.episodes] == [e.id for e in eps if e.task.id not in held]
 
 
 def test_dpo_pair_prefix_in_prompt_shortest_correct_vs_shortest_shared_prefix():
@@ -94,9 +107,36 @@ def test_gate_rule_is_paired_and_noise_aware():
 
 
 def test_dpo_uses_trl_losses():
-    fc = Config().fold
-    assert dpo_losses(fc) == (["robust", "sft"], [1.0, 1.0])
-    assert dpo_losses(fc.model_copy(update=dict(label_smoothing=0.0, sft_weight=0.0))) == (["sigmoid"], [1.0])
+    dpo = Config().fold.dpo
+    assert dpo_losses(dpo) == (["robust", "sft"], [1.0, 1.0])
+    assert dpo_losses(dpo.model_copy(update=dict(label_smoothing=0.0, sft_weight=0.0))) == (["sigmoid"], [1.0])
+
+
+def test_fold_config_has_a_section_per_method(tmp_path: Path):
+    cfg = load_config(None, ["fold.grpo.group_size=3", "fold.dpo.beta=0.2", "fold.sft.max_length=512"])
+    assert (cfg.fold.grpo.group_size, cfg.fold.dpo.beta, cfg.fold.sft.max_length) == (3, 0.2, 512)
+    assert cfg.fold.dpo.max_length == 1024 and cfg.fold.method == "grpo"
+    yaml_file = tmp_path / "nested.yaml"
+    yaml_file.write_text("fold:\n  method: dpo\n  dpo:\n    label_smoothing: 0.0\n")
+    assert load_config(yaml_file).fold.dpo.label_smoothing == 0.0
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("fold.beta=0.2", "fold.dpo.beta"),
+    ("fold.group_size=3", "fold.grpo.group_size"),
+    ("fold.use_vllm=true", "fold.grpo.use_vllm"),
+    ("fold.max_length=512", "fold.sft.max_length and fold.dpo.max_length"),
+])
+def test_old_flat_fold_keys_fail_naming_the_new_key(old: str, new: str, tmp_path: Path):
+    with pytest.raises(ConfigError, match=f"is now {new}"):
+        load_config(None, [old])
+    key, value = old.removeprefix("fold.").split("=")
+    yaml_file = tmp_path / "old.yaml"
+    yaml_file.write_text(f"fold:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError, match=f"is now {new}"):
+        load_config(yaml_file)
+    with pytest.raises(ValueError, match=f"is now {new}"):
+        Config().fold.model_copy(update={key: 1})
 
 
 class _Saveable:
@@ -123,6 +163,33 @@ def test_checkpoints_atomic_current_and_rejected_keeps_manifest(tmp_path: Path):
     with pytest.raises(FileExistsError):
         ck.write_checkpoint(tmp_path, _Saveable("model"), _Saveable("tok"), m)
     assert not [p for p in ck.checkpoints_dir(tmp_path).iterdir() if p.name.startswith(".")]
+
+
+class _Broken:
+    def save_pretrained(self, folder: Path, **_: object) -> None:
+        (Path(folder) / "half.bin").write_text("x")
+        raise OSError("disk full")
+
+
+def test_failed_checkpoint_write_leaves_nothing_behind(tmp_path: Path):
+    m = ck.Manifest(index=1, base_model="embedded", method="sft", steps=2)
+    with pytest.raises(OSError, match="disk full"):
+        ck.write_checkpoint(tmp_path, _Saveable("model"), _Broken(), m)
+    assert list(ck.checkpoints_dir(tmp_path).iterdir()) == [] and ck.next_index(tmp_path) == 1
+
+
+def test_atomic_dir_never_overwrites_a_folder(tmp_path: Path):
+    from insightloop.core.files import atomic_dir
+
+    dest = tmp_path / "model"
+    with atomic_dir(dest) as tmp:
+        (tmp / "a").write_text("first")
+    with atomic_dir(dest, exist_ok=True) as tmp:  # another writer finished first: theirs is kept
+        (tmp / "a").write_text("second")
+    assert (dest / "a").read_text() == "first"
+    with pytest.raises(FileExistsError), atomic_dir(dest) as tmp:
+        (tmp / "a").write_text("third")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
 class _Tok:

@@ -29,11 +29,11 @@ def copy_task(word: str) -> Task:
                 answer=word, verifier="exact")
 
 
-def small_cfg(**fold: object) -> Config:
+def small_cfg(group_size: int = 2, **fold: object) -> Config:
     cfg = Config()
     cfg.search = cfg.search.model_copy(update=dict(strategy="sample", rollouts=2, answer_tokens=40))
-    base = dict(steps=2, group_size=2, batch_size=2, max_completion_tokens=32, max_prompts=4,
-                gate_max_tokens=40, gate_slice=2)
+    grpo = cfg.fold.grpo.model_copy(update=dict(group_size=group_size, max_prompts=4))
+    base = dict(steps=2, batch_size=2, max_completion_tokens=32, gate_max_tokens=40, gate_slice=2, grpo=grpo)
     cfg.fold = cfg.fold.model_copy(update=base | fold)
     return cfg
 
@@ -107,11 +107,12 @@ def test_offpolicy_chain_rescues_all_wrong_group_and_gains_logprob(base: Path, t
 
 
 def test_grpo_fold_from_real_episodes_writes_reloadable_checkpoint(base: Path, lm, episodes, tmp_path: Path):
-    from insightloop.agent.search.solve import save_episode
+    from insightloop.memory.episodes import open_episodes
     from transformers import AutoModelForCausalLM
 
-    for ep in episodes:
-        save_episode(tmp_path, ep)
+    with open_episodes(tmp_path) as stored:
+        for ep in episodes:
+            stored.add(ep)
     append_chains(tmp_path, [Chain(task=episodes[0].task, text=f"Step 1: It is {episodes[0].task.answer}."
                                    f"\n\nAnswer: {episodes[0].task.answer}", verified=True)])
     events = []
@@ -145,7 +146,7 @@ def test_sft_and_dpo_folds(method: str, base: Path, lm, episodes, tmp_path: Path
     assert not torch.equal(first_param(result.checkpoint), first_param(base))
     assert load_policy(result.checkpoint)[0].num_parameters() > 100_000_000
     if method == "dpo":
-        assert m.config["label_smoothing"] > 0 and "loss" in m.metrics
+        assert m.config["dpo"]["label_smoothing"] > 0 and "loss" in m.metrics
 
 
 def test_gate_rejects_harmful_fold_and_keeps_old_weights(base: Path, lm, tmp_path: Path):

@@ -11,6 +11,7 @@ from insightloop.core.config import load_config
 from insightloop.core.episode import Episode
 from insightloop.core.lm import LM
 from insightloop.evals.suites import load_suite
+from insightloop.memory.episodes import load_episodes
 from typer.testing import CliRunner
 
 SMALL = ["search.rollouts=4", "search.step_tokens=16", "search.answer_tokens=32", "search.max_depth=3"]
@@ -76,9 +77,7 @@ def test_solve_cli_adhoc_json_and_run_dir(tmp_path) -> None:
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["tasks"] == 1 and report["rollouts"] == 2 and report["strategy"] == "sample"
     assert report["rows"][0]["reference"] == "42"
-    saved = list((tmp_path / "episodes").glob("*.json"))
-    assert len(saved) == 1
-    ep = Episode.model_validate_json(saved[0].read_text())
+    (ep,) = load_episodes(tmp_path)
     assert ep.rollouts == 2 and ep.task.answer == "42"
 
 
@@ -94,3 +93,28 @@ def test_solve_cli_errors_exit_2() -> None:
     assert neither.exit_code == 2
     bad_verifier = runner.invoke(app, ["solve", "--prompt", "1+1?", "--verifier", "nope"])
     assert bad_verifier.exit_code == 2 and "nope" in bad_verifier.output
+
+
+class _Lockstep:
+    """The same backend seen only through `LM.generate`: the driver falls back to lockstep rounds."""
+
+    def __init__(self, inner: LM) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def generate(self, reqs: list) -> list:
+        return self.inner.generate(reqs)
+
+
+@pytest.mark.real
+def test_streaming_and_lockstep_drivers_build_the_same_trees(lm: LM) -> None:
+    from insightloop.core.lm import StreamingLM
+
+    assert isinstance(lm, StreamingLM) and not isinstance(_Lockstep(lm), StreamingLM)
+    cfg = load_config(None, [*SMALL, "search.rollouts=4", "search.seed=3"]).search
+    tasks = load_suite("bbh/boolean_expressions", limit=4)
+    streamed = solve_many(tasks, lm, cfg, max_active=4)
+    stepped = solve_many(tasks, _Lockstep(lm), cfg, max_active=4)
+    for a, b in zip(streamed, stepped, strict=True):
+        assert [n.step_text for n in a.tree.nodes] == [n.step_text for n in b.tree.nodes]
+        assert [t.text for t in a.trajectories] == [t.text for t in b.trajectories]

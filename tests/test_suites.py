@@ -10,7 +10,7 @@ from insightloop.apps.cli.main import app
 from insightloop.evals.suites import list_suites, load_suite, split
 from insightloop.evals.suites.bbh import task_names
 from insightloop.evals.suites.countdown import solve
-from insightloop.evals.suites.jsonl import TaskFileError, read_task_lines
+from insightloop.evals.suites.jsonl import TaskFileError, parse_task_file, read_task_lines
 from insightloop.evals.verifiers import verify
 from typer.testing import CliRunner
 
@@ -158,6 +158,17 @@ def test_jsonl_skip_bad_reports_every_bad_line(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="task file not found"):
         read_task_lines(tmp_path / "missing.jsonl")
 
+
+
+def test_jsonl_parser_gives_each_line_its_number_bytes_and_task_or_problem(tmp_path: Path) -> None:
+    bad = b'{"id": "x", "prompt": "caf\xe9", "answer": "1", "verifier": "exact"}'
+    path = write(tmp_path, [GOOD[0], b"", bad, {**GOOD[0]}, GOOD[1]])
+    lines = parse_task_file(path)
+    assert [e.line for e in lines] == [1, 3, 4, 5]
+    assert [e.task.id if e.task else None for e in lines] == ["a", None, None, "b"]
+    assert lines[1].raw == bad and lines[1].problem is not None and lines[1].problem.line == 3
+    assert "duplicate id 'a'" in lines[2].problem.message  # type: ignore[union-attr]
+    assert lines[0].raw == json.dumps(GOOD[0]).encode() and lines[0].problem is None
 
 # ---------------------------------------------------------------- CLI
 

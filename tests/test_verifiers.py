@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 
 import pytest
 from insightloop.core.task import Reward, Task, Verifier
 from insightloop.evals.verifiers import (
+    VERIFIER_NAMES,
     eval_arithmetic,
     extract_answer,
     get_verifier,
@@ -58,6 +60,7 @@ def test_unclosed_box_and_huge_completion_are_fast() -> None:
 
 def test_every_verifier_meets_the_protocol() -> None:
     for name in ("exact", "numeric", "math", "choice", "boolean", "game24", "countdown", "equation", "rg"):
+        assert name in VERIFIER_NAMES
         assert isinstance(get_verifier(name), Verifier)
     with pytest.raises(ValueError, match="allowed: exact"):
         get_verifier("regex")
@@ -126,6 +129,39 @@ def test_numeric_malformed(completion: str, error: str) -> None:
 
 def test_parse_number_exact_fractions() -> None:
     assert parse_number("0.1") + parse_number("0.2") == parse_number("3/10")
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1e3", Fraction(1000)),
+    ("2.5E-4", Fraction(1, 4000)),
+    ("-1.5e2", Fraction(-150)),
+    ("−1e−2", Fraction(-1, 100)),
+    (".5e1", Fraction(5)),
+    ("1,000e3", Fraction(10**6)),
+    ("about 6.02e23 atoms", Fraction(602 * 10**21)),
+    ("1e3/4", Fraction(250)),
+    ("1.7e308", Fraction(17 * 10**307)),
+])
+def test_parse_number_reads_exponents_exactly(text: str, value: Fraction) -> None:
+    assert parse_number(text) == value
+
+
+@pytest.mark.parametrize("text", ["1e309", "-2e308", "inf", "-Infinity", "NaN", "∞", "\\infty",
+                                  "1e99999999", "1e-99999999"])
+def test_parse_number_refuses_non_finite_values_quickly(text: str) -> None:
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="not a finite number|out of range"):
+        parse_number(text)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_numeric_reference_in_scientific_notation() -> None:
+    t = task("numeric", "1e3")
+    assert score(t, "Answer: 1000") == 1.0
+    assert score(t, "Answer: 1e3") == 1.0
+    assert score(t, "Answer: 3") == 0.0
+    r = verify(task("numeric", "1000"), "Answer: 1e309")
+    assert r.score == 0.0 and "not a finite number" in (r.error or "")
 
 
 # ---------------------------------------------------------------- math (math-verify)

@@ -27,13 +27,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import Any
 
 from insightloop.core.config import ModelConfig
 from insightloop.core.errors import UserError
-from insightloop.core.lm import Generation, GenRequest, truncate_at_stop
+from insightloop.core.lm import Generation, GenRequest, GenStream, truncate_at_pattern, truncate_at_stop
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else litellm downloads prices at import
@@ -177,7 +178,8 @@ class LiteLLMBackend:
         gens = []
         for k, choice in enumerate(choices):
             text, hit = truncate_at_stop(choice.message.content or "", req.stop)
-            reason = "length" if choice.finish_reason == "length" and not hit else "stop"
+            text, matched = truncate_at_pattern(text, req.stop_pattern)
+            reason = "length" if choice.finish_reason == "length" and not (hit or matched) else "stop"
             share = completion // len(choices) + (1 if k < completion % len(choices) else 0)
             gens.append(Generation(text=text, prompt_tokens=prompt, completion_tokens=share,
                                    finish_reason=reason, cost_usd=cost if k == 0 else 0.0))
@@ -225,6 +227,12 @@ class LiteLLMBackend:
             futures = [pool.submit(self._request, req) for req in reqs]
             return [f.result() for f in futures]
 
+    @contextmanager
+    def stream(self) -> Iterator[GenStream]:
+        """Requests answered as they complete, on at most `max_concurrency` threads."""
+        with ThreadPoolExecutor(max_workers=self.cfg.max_concurrency) as pool:
+            yield _PoolStream(pool, self._request)
+
     def _generate_split(self, reqs: list[GenRequest]) -> list[list[Generation]]:
         """Server known to ignore `n`: one call per sample, all on the pool."""
         jobs = [(i, req, None if req.seed is None else req.seed + k) for i, req in enumerate(reqs)
@@ -235,3 +243,21 @@ class LiteLLMBackend:
             for i, f in futures:
                 out[i] += f.result()
         return out
+
+
+class _PoolStream:
+    """`GenStream` over a thread pool: each request is one task; `wait` returns the finished ones."""
+
+    def __init__(self, pool: ThreadPoolExecutor, run: Callable[[GenRequest], list[Generation]]) -> None:
+        self.pool = pool
+        self.run = run
+        self.futures: dict[Future[list[Generation]], Hashable] = {}
+
+    def submit(self, key: Hashable, req: GenRequest) -> None:
+        self.futures[self.pool.submit(self.run, req)] = key
+
+    def wait(self) -> list[tuple[Hashable, list[Generation]]]:
+        if not self.futures:
+            return []
+        done, _ = wait(self.futures, return_when=FIRST_COMPLETED)
+        return [(self.futures.pop(f), f.result()) for f in done]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from insightloop.core.config import ModelConfig
-from insightloop.core.lm import Generation, GenRequest, truncate_at_stop
+from insightloop.core.lm import Generation, GenRequest, truncate_at_pattern, truncate_at_stop
 from insightloop.core.models import resolve_policy
 
 INSTALL_VLLM = "pip install 'insightloop[gpu]'  (or: pip install vllm)"
@@ -69,7 +69,8 @@ class VLLMBackend:
             gens = []
             for comp in out.outputs:
                 text, hit = truncate_at_stop(comp.text, req.stop)
-                reason = "length" if comp.finish_reason == "length" and not hit else "stop"
+                text, matched = truncate_at_pattern(text, req.stop_pattern)  # vLLM has no regex stop
+                reason = "length" if comp.finish_reason == "length" and not (hit or matched) else "stop"
                 gens.append(Generation(text=text, prompt_tokens=len(out.prompt_token_ids or []),
                                        completion_tokens=len(comp.token_ids), finish_reason=reason))
             result.append(gens)

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from insightloop.agent.learn.analyst import Analysis, Analyst, leak_reason, synthesize
 from insightloop.agent.learn.pairs import Pair, failures_of, memory_pair, select_pairs
-from insightloop.agent.search.solve import default_verifier, new_episode_id, save_episode, solve, solve_many
+from insightloop.agent.search.solve import default_verifier, new_episode_id, solve, solve_many
 from insightloop.core import events as ev
 from insightloop.core.budget import Budget
 from insightloop.core.config import Config, SearchConfig
@@ -44,7 +44,15 @@ when there is too little data to fold yet. The runtime builds it (folding sits a
 
 
 class Memory(Protocol):
-    """The part of `memory.store.MemoryStore` the loop uses (a fake can stand in for tests)."""
+    """The part of `memory.store.MemoryStore` the loop uses (a fake can stand in for tests).
+
+    Contract: `credit` returns the ids it credited (unknown ids are skipped, not an error);
+    `add_insight` returns the stored insight and whether it is new (False: merged into a
+    near-duplicate); `record_admission`, `add_attempt` and `add_episode` return the stored record
+    (the episode is the only record the fold learns from); `retire_if_harmful` returns the insights
+    it retired; `baseline` is the stored no-insight success rate in [0, 1], or None when the task
+    has none.
+    """
 
     @property
     def version(self) -> int: ...
@@ -52,25 +60,25 @@ class Memory(Protocol):
     def retrieve(self, task: Task, k: int, train: bool, token_budget: int | None) -> list[Insight]: ...
 
     def credit(self, insight_ids: list[str], task: Task, reward: float, baseline: float,
-               episode_id: str) -> Any: ...
+               episode_id: str) -> list[str]: ...
 
     def add_insight(self, text: str, kind: str, applies_when: str, family: str | None,
                     source_episode: str | None, source_task: str | None, model: str,
                     meta: dict[str, Any]) -> tuple[Insight, bool]: ...
 
-    def record_admission(self, insight_id: str, admitted: bool, reason: str) -> Any: ...
+    def record_admission(self, insight_id: str, admitted: bool, reason: str) -> Insight: ...
 
-    def retire_if_harmful(self) -> Any: ...
+    def retire_if_harmful(self) -> list[Insight]: ...
 
-    def add_attempt(self, attempt: Attempt) -> Any: ...
+    def add_attempt(self, attempt: Attempt) -> Attempt: ...
 
     def similar_attempts(self, text: str, k: int, family: str | None) -> list[tuple[Attempt, float]]: ...
 
-    def add_episode(self, ep: Episode) -> Any: ...
+    def add_episode(self, ep: Episode) -> Episode: ...
 
-    def set_baseline(self, task_id: str, rate: float, n: int) -> Any: ...
+    def set_baseline(self, task_id: str, rate: float, n: int) -> None: ...
 
-    def baseline(self, task_id: str) -> Any: ...
+    def baseline(self, task_id: str) -> float | None: ...
 
 
 class TrainReport(BaseModel):
@@ -211,10 +219,7 @@ class Learner:
         if task.id in self.baselines:
             return self.baselines[task.id]
         stored = self.store.baseline(task.id)
-        if stored is None:
-            return 0.0
-        rate = getattr(stored, "rate", stored)
-        return float(rate)
+        return 0.0 if stored is None else stored
 
     # -- training --------------------------------------------------------------------------------
     def _pick(self, tasks: Sequence[Task]) -> Task:
@@ -270,10 +275,8 @@ class Learner:
         return ep
 
     def _log(self, ep: Episode) -> None:
-        """The store shows episodes in the console; the files in RUN_DIR/episodes feed the fold."""
+        """The store is the one record of episodes: the console shows them, the fold learns from them."""
         self.store.add_episode(ep)
-        if self.run_dir is not None:
-            save_episode(self.run_dir, ep)
 
     def _learn(self, ep: Episode, insights: list[Insight], budget: Budget) -> None:
         task, reward = ep.task, (ep.reward.score if ep.reward else 0.0)

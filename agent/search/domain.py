@@ -28,6 +28,8 @@ STEP_STOPS = ("\n\n", "\nStep ")
 ATTEMPT_PRIMER = "Step 1:"
 _MARKER = re.compile(r"^\s*step\s*\d+\s*[:.)]\s*", re.IGNORECASE)
 _ANSWER = re.compile(r"\banswer\s*:", re.IGNORECASE)
+# A rollout can stop once its answer line is complete: the text after it is cut anyway.
+ANSWER_LINE = r"(?i)\banswer\s*:[^\n]*\S[^\n]*\n"
 
 
 class Step(BaseModel):
@@ -110,7 +112,8 @@ class ReasoningDomain:
     def rollout_request(self, path: str, seed: int, n: int = 1) -> GenRequest:
         """Continue from `path` to a full answer (for `n` samples of a whole attempt, `path` may be '')."""
         return GenRequest(messages=self.messages, assistant_prefix=path or ATTEMPT_PRIMER, n=n,
-                          max_tokens=self.cfg.answer_tokens, temperature=self.cfg.temperature, seed=seed)
+                          max_tokens=self.cfg.answer_tokens, temperature=self.cfg.temperature, seed=seed,
+                          stop_pattern=ANSWER_LINE)
 
     def continuation(self, path: str, gen: Generation) -> str:
         """The rollout text after `path`, cut after the answer line."""

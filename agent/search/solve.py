@@ -1,13 +1,9 @@
 """Solve tasks into `Episode`s: one task with `solve`, a list with `solve_many`.
 
-`solve_many` interleaves the searches of several tasks: every search is a generator that yields
-the requests it needs next (see `agent.search.domain.SearchRun`); the driver steps all active
-searches in lockstep and serves their requests with ONE `lm.generate` call, so each LM call carries
-the expansions and rollouts of many tasks. Each task's randomness comes from its own
-`random.Random` (seeded from the search seed and the task id), so a task's episode does not depend
-on which other tasks share its batches when the backend is batch-invariant.
-
-Progress is reported through typed events to an optional `on_event` callback.
+`solve_many` runs the searches of several tasks at once through `agent.search.driver.Batch`, so one
+batch of generation carries the expansions and rollouts of many tasks. This module turns a finished
+search into its episode: every verified trajectory, the best attempt, the answer (a value-weighted
+vote when the task is unlabeled) and the spend. Progress goes out as typed events to `on_event`.
 """
 
 from __future__ import annotations
@@ -17,47 +13,14 @@ import re
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import Literal
+from collections.abc import Iterable, Sequence
 
-from insightloop.agent.search.domain import ReasoningDomain, Search, SearchRun
-from insightloop.agent.search.mcts import MCTS
-from insightloop.agent.search.sample import Sampler
+from insightloop.agent.search.driver import Batch, Clock, InsightsFor, Job, OnEvent, start_job
 from insightloop.core.budget import Budget
 from insightloop.core.config import SearchConfig
 from insightloop.core.episode import Episode, SearchTree, Trajectory
-from insightloop.core.files import atomic_write
-from insightloop.core.lm import LM, Generation, GenRequest
+from insightloop.core.lm import LM
 from insightloop.core.task import Reward, Task, Verifier
-from pydantic import BaseModel, Field
-
-
-class EpisodeStarted(BaseModel):
-    kind: Literal["episode_started"] = "episode_started"
-    episode_id: str
-    task_id: str
-    strategy: str
-    insights: int = 0
-
-
-class EpisodeFinished(BaseModel):
-    kind: Literal["episode_finished"] = "episode_finished"
-    episode_id: str
-    task_id: str
-    answer: str | None
-    score: float | None
-    correct: bool | None
-    rollouts: int
-    tokens: int
-    seconds: float
-    # The finished record itself, for in-process subscribers (saving, memory); left out of dumps.
-    episode: Episode | None = Field(None, exclude=True, repr=False)
-
-
-SolveEvent = EpisodeStarted | EpisodeFinished
-OnEvent = Callable[[SolveEvent], None]
-Clock = Callable[[], float]
 
 
 def default_verifier(task: Task) -> Verifier:
@@ -105,38 +68,7 @@ def best_of(trajs: Sequence[Trajectory], answer: str | None = None) -> Trajector
     return max(pool, key=lambda t: (t.reward, t.value)) if pool else None
 
 
-class _Job:
-    """One task in flight: its episode, domain, search generator and the requests it waits on."""
-
-    def __init__(self, episode: Episode, domain: ReasoningDomain, search: Search, budget: Budget):
-        self.episode = episode
-        self.domain = domain
-        self.search = search
-        self.budget = budget
-        self.run: SearchRun = search.run()
-        self.pending: list[GenRequest] = []
-
-    def advance(self, replies: list[list[Generation]] | None) -> bool:
-        """Feed replies (None to start); return False once the search has finished."""
-        try:
-            self.pending = next(self.run) if replies is None else self.run.send(replies)
-        except StopIteration:
-            self.pending = []
-            return False
-        return True
-
-
-def _start(task: Task, cfg: SearchConfig, insights: Sequence[str], budget: Budget, rng: random.Random,
-           verifier: Verifier, clock: Clock, episode_id: str | None) -> _Job:
-    domain = ReasoningDomain(task, cfg, verifier, insights)
-    search: Search = (MCTS if cfg.strategy == "mcts" else Sampler)(domain, budget, rng)
-    episode = Episode(id=episode_id or new_episode_id(task), task=task, insights_used=list(insights),
-                      prompt=domain.messages[-1].content, strategy=cfg.strategy, started=clock(),
-                      meta={"search": cfg.model_dump(), "system": domain.messages[0].content})
-    return _Job(episode, domain, search, budget)
-
-
-def _finish(job: _Job, clock: Clock) -> Episode:
+def finish_episode(job: Job, clock: Clock) -> Episode:
     """Fill the episode from the finished search: trajectories, best attempt, answer, spend."""
     ep, domain = job.episode, job.domain
     ep.tree = job.search.tree
@@ -158,28 +90,6 @@ def _finish(job: _Job, clock: Clock) -> Episode:
     return ep
 
 
-def _finished_event(ep: Episode) -> EpisodeFinished:
-    labeled = ep.reward is not None
-    return EpisodeFinished(episode_id=ep.id, task_id=ep.task.id, answer=ep.answer,
-                           score=ep.reward.score if ep.reward else None,
-                           correct=ep.correct if labeled else None, rollouts=ep.rollouts,
-                           tokens=ep.prompt_tokens + ep.completion_tokens, seconds=ep.seconds, episode=ep)
-
-
-def _serve(lm: LM, jobs: list[_Job]) -> list[_Job]:
-    """One LM call for the pending requests of all jobs; returns the jobs that finished."""
-    reqs = [r for j in jobs for r in j.pending]
-    replies = lm.generate(reqs)
-    if len(replies) != len(reqs):
-        raise RuntimeError(f"{lm.name} returned {len(replies)} results for {len(reqs)} requests")
-    done, at = [], 0
-    for job in jobs:
-        part, at = replies[at:at + len(job.pending)], at + len(job.pending)
-        if not job.advance(part):
-            done.append(job)
-    return done
-
-
 def solve(task: Task, lm: LM, cfg: SearchConfig, insights: Sequence[str] = (), budget: Budget | None = None,
           rng: random.Random | None = None, verifier: Verifier | None = None, *,
           on_event: OnEvent | None = None, episode_id: str | None = None,
@@ -188,131 +98,27 @@ def solve(task: Task, lm: LM, cfg: SearchConfig, insights: Sequence[str] = (), b
 
     The episode's spend is charged to a child of `budget` and merged back into it at the end.
     """
-    own = budget.child(cfg.rollouts) if budget else Budget(max_rollouts=cfg.rollouts).start()
     rng = rng or task_rng(task, cfg.seed)
-    job = _start(task, cfg, insights, own, rng, verifier or default_verifier(task), clock, episode_id)
-    if on_event:
-        on_event(EpisodeStarted(episode_id=job.episode.id, task_id=task.id, strategy=cfg.strategy,
-                                insights=len(insights)))
-    running = job.advance(None)
-    while running:
-        running = not _serve(lm, [job])
-    return _close(job, budget, clock, on_event)
+
+    def open_job(t: Task, own: Budget) -> Job:
+        return start_job(t, cfg, insights, own, rng, verifier or default_verifier(t), clock,
+                         episode_id or new_episode_id(t))
+
+    return Batch([task], cfg, open_job, finish_episode, budget, on_event, 1, clock).run(lm)[0]
 
 
-def _close(job: _Job, budget: Budget | None, clock: Clock, on_event: OnEvent | None) -> Episode:
-    ep = _finish(job, clock)
-    if budget is not None:
-        budget.absorb(job.budget)
-    if on_event:
-        on_event(_finished_event(ep))
-    return ep
-
-
-def solve_many(tasks: Iterable[Task], lm: LM, cfg: SearchConfig,
-               insights_for: Callable[[Task], Sequence[str]] | None = None, *, budget: Budget | None = None,
-               verifier: Verifier | None = None, on_event: OnEvent | None = None, max_active: int = 8,
-               clock: Clock = time.time) -> list[Episode]:
-    """Solve tasks with up to `max_active` searches in flight, one LM call per lockstep round.
+def solve_many(tasks: Iterable[Task], lm: LM, cfg: SearchConfig, insights_for: InsightsFor | None = None, *,
+               budget: Budget | None = None, verifier: Verifier | None = None, on_event: OnEvent | None = None,
+               max_active: int = 8, clock: Clock = time.time) -> list[Episode]:
+    """Solve tasks with up to `max_active` searches in flight (see `agent.search.driver`).
 
     Episodes come back in task order. With a run-level `budget`, each task reserves up to
     `cfg.rollouts` of what is left when it starts, so the run never exceeds the budget's rollouts.
     """
-    queue = list(enumerate(tasks))[::-1]
-    episodes: dict[int, Episode] = {}
-    active: dict[int, _Job] = {}
-    while queue or active:
-        while queue and len(active) < max_active:
-            idx, task = queue.pop()
-            job = _open(task, cfg, insights_for, budget, active, verifier, on_event, clock)
-            if job.advance(None):
-                active[idx] = job
-            else:
-                episodes[idx] = _close(job, budget, clock, on_event)
-        if not active:
-            continue
-        for job in _serve(lm, list(active.values())):
-            idx = next(i for i, j in active.items() if j is job)
-            episodes[idx] = _close(active.pop(idx), budget, clock, on_event)
-    return [episodes[i] for i in sorted(episodes)]
 
+    def open_job(task: Task, own: Budget) -> Job:
+        insights = list(insights_for(task)) if insights_for else []
+        return start_job(task, cfg, insights, own, task_rng(task, cfg.seed), verifier or default_verifier(task),
+                         clock, new_episode_id(task))
 
-def _open(task: Task, cfg: SearchConfig, insights_for: Callable[[Task], Sequence[str]] | None,
-          budget: Budget | None, active: dict[int, _Job], verifier: Verifier | None,
-          on_event: OnEvent | None, clock: Clock) -> _Job:
-    """Start one task's search with its own budget (a reservation out of the run budget, if any)."""
-    if budget is None:
-        own = Budget(max_rollouts=cfg.rollouts).start()
-    else:
-        left = budget.remaining_rollouts()
-        # In-flight spend reaches the run budget only when a job closes, so reserve whole caps.
-        reserved = sum(j.budget.max_rollouts or 0 for j in active.values())
-        cap = cfg.rollouts if left is None else max(0, min(cfg.rollouts, left - reserved))
-        own = budget.child(cap)
-    insights = list(insights_for(task)) if insights_for else []
-    job = _start(task, cfg, insights, own, task_rng(task, cfg.seed), verifier or default_verifier(task),
-                 clock, None)
-    if on_event:
-        on_event(EpisodeStarted(episode_id=job.episode.id, task_id=task.id, strategy=cfg.strategy,
-                                insights=len(insights)))
-    return job
-
-
-class TaskRow(BaseModel):
-    """One task's line in a solve report."""
-
-    task_id: str
-    answer: str | None
-    reference: str | None
-    correct: bool | None
-    rollouts: int
-    tokens: int
-    seconds: float
-
-
-class SolveSummary(BaseModel):
-    """Figures for a set of episodes: accuracy over labeled tasks, spend per task."""
-
-    strategy: str
-    tasks: int
-    labeled: int
-    correct: int
-    accuracy: float | None
-    vote_accuracy: float | None
-    rollouts: int
-    tokens: int
-    seconds: float
-    rollouts_per_task: float
-    tokens_per_task: float
-    seconds_per_task: float
-    rows: list[TaskRow]
-
-
-def summarize(episodes: Sequence[Episode], strategy: str, seconds: float | None = None) -> SolveSummary:
-    """Accuracy (best attempt, verified) and vote accuracy over labeled tasks, plus spend per task.
-
-    `seconds` is the run's wall time; by default the sum of episode times (they overlap in a batch).
-    """
-    rows = [TaskRow(task_id=e.task.id, answer=e.answer, reference=e.task.answer,
-                    correct=e.correct if e.reward is not None else None, rollouts=e.rollouts,
-                    tokens=e.prompt_tokens + e.completion_tokens, seconds=round(e.seconds, 3))
-            for e in episodes]
-    labeled = [e for e in episodes if e.reward is not None]
-    n = max(len(episodes), 1)
-    wall = sum(e.seconds for e in episodes) if seconds is None else seconds
-    correct = sum(e.correct for e in labeled)
-    voted = sum(bool(e.meta.get("vote_correct")) for e in labeled)
-    return SolveSummary(
-        strategy=strategy, tasks=len(episodes), labeled=len(labeled), correct=correct,
-        accuracy=correct / len(labeled) if labeled else None,
-        vote_accuracy=voted / len(labeled) if labeled else None,
-        rollouts=sum(r.rollouts for r in rows), tokens=sum(r.tokens for r in rows), seconds=round(wall, 3),
-        rollouts_per_task=sum(r.rollouts for r in rows) / n, tokens_per_task=sum(r.tokens for r in rows) / n,
-        seconds_per_task=round(wall / n, 3), rows=rows)
-
-
-def save_episode(run_dir: str | Path, ep: Episode) -> Path:
-    """Write RUN_DIR/episodes/<id>.json atomically (temp name, then os.replace)."""
-    dest = Path(run_dir) / "episodes" / f"{ep.id}.json"
-    atomic_write(dest, ep.model_dump_json())
-    return dest
+    return Batch(tasks, cfg, open_job, finish_episode, budget, on_event, max_active, clock).run(lm)

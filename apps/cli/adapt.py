@@ -1,19 +1,27 @@
-"""Console side of `insightloop adapt` and `insightloop demo`: progress lines and the result table.
+"""`insightloop adapt` and `insightloop demo`: progress lines and the result table.
 
-Progress goes to stderr, so `--json` leaves exactly one JSON object on stdout.
+`demo` is `adapt` on a fixed suite, split and budget with small search settings, so `make demo`
+finishes in minutes on 2 CPU cores. Progress goes to stderr, so `--json` leaves exactly one JSON
+object on stdout.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-from insightloop.apps.adapt import AdaptResult, adapt
-from insightloop.core import events as ev
-from insightloop.core.config import ConfigError, load_config
+import typer
+from insightloop.apps.cli.errors import user_errors
+from insightloop.apps.cli.options import AsJson, ConfigFile, Overrides, load, run_dir_option
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from insightloop.apps.adapt import AdaptResult
+    from insightloop.core import events as ev
+    from insightloop.core.config import Config
 
 DEMO_SUITE = "bbh/boolean_expressions"  # where a written insight measurably moves SmolLM2 (DESIGN.md)
 DEMO_TRAIN = 5
@@ -24,18 +32,63 @@ DEMO_OVERRIDES = ["search.strategy=mcts", "search.width=2", "search.max_depth=3"
                   "loop.max_candidates=3", "loop.baseline_samples=1", "loop.analyst_tokens=96"]
 
 
+def adapt(
+    suite: Annotated[str, typer.Option("--suite", help="suite to adapt to, e.g. bbh/boolean_expressions")],
+    n_train: Annotated[int, typer.Option("--train", min=1, help="training problems")] = 5,
+    n_test: Annotated[int, typer.Option("--test", min=1, help="held-out test problems")] = 40,
+    budget: Annotated[int, typer.Option("--budget", min=1, help="rollouts for learning")] = 60,
+    run_dir: Annotated[Path | None, run_dir_option("keep the memory there")] = None,
+    as_json: AsJson = False,
+    seed: Annotated[int, typer.Option("--seed", help="split and sampling seed")] = 0,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+) -> None:
+    """Few-shot adaptation: baseline vs accuracy after learning insights on a few training problems."""
+    run_adapt(load(config, overrides), suite=suite, n_train=n_train, n_test=n_test, budget=budget,
+              run_dir=run_dir, seed=seed, as_json=as_json)
+
+
+def demo(config: ConfigFile = None, overrides: Overrides = None, as_json: AsJson = False) -> None:
+    """The main job on the embedded models: adapt on a default suite and budget (minutes on 2 CPU cores)."""
+    cfg = load(config, overrides, first=DEMO_OVERRIDES)
+    run_adapt(cfg, suite=DEMO_SUITE, n_train=DEMO_TRAIN, n_test=DEMO_TEST, budget=DEMO_BUDGET, run_dir=None,
+              seed=0, as_json=as_json)
+
+
+def run_adapt(cfg: Config, *, suite: str, n_train: int, n_test: int, budget: int, run_dir: Path | None,
+              seed: int, as_json: bool) -> None:
+    """Measure, learn, re-measure; print the table (or one JSON object on stdout)."""
+    from insightloop.apps.adapt import adapt as measure
+    from insightloop.apps.runtime import Runtime
+
+    err = Console(stderr=True)
+    err.print(f"[bold]adapt[/] {escape(suite)}: baseline on {n_test} test problems, then learning on "
+              f"{n_train} within {budget} rollouts, then the adapted measurement")
+    with Runtime(cfg) as runtime, user_errors(ValueError):  # an unknown suite or a split too small
+        res = measure(suite, n_train, n_test, budget, cfg, run_dir=run_dir, seed=seed, on_event=progress(err),
+                      runtime=runtime)
+    if as_json:
+        print(json.dumps(res.summary()))
+        return
+    out = Console()
+    out.print(result_table(res))
+    for text in res.insights:
+        out.print(f"  - {escape(text)}")
+
+
 def progress(console: Console) -> ev.EventSink:
     """A sink that prints one short line per notable event."""
+    from insightloop.core import events
 
     def sink(e: ev.Event) -> None:
-        if isinstance(e, ev.EpisodeFinished) and e.train:
+        if isinstance(e, events.EpisodeFinished) and e.train:
             mark = "[green]solved[/]" if e.correct else "[red]failed[/]"
             console.print(f"  episode {escape(e.task_id)}: {mark}, {e.rollouts} rollouts")
-        elif isinstance(e, ev.InsightAdmitted):
+        elif isinstance(e, events.InsightAdmitted):
             console.print(f"  [bold green]admitted[/] {escape(e.text)}")
-        elif isinstance(e, ev.InsightRejected):
+        elif isinstance(e, events.InsightRejected):
             console.print(f"  [dim]rejected ({escape(e.reason)}): {escape(e.text)}[/]")
-        elif isinstance(e, ev.BudgetUpdate) and e.max_rollouts:
+        elif isinstance(e, events.BudgetUpdate) and e.max_rollouts:
             console.print(f"  [dim]budget {e.rollouts}/{e.max_rollouts} rollouts[/]")
 
     return sink
@@ -64,33 +117,3 @@ def result_table(res: AdaptResult) -> Table:
     for name, value in rows:
         t.add_row(name, value)
     return t
-
-
-def adapt_command(suite: str, n_train: int, n_test: int, budget: int, run_dir: Path | None, as_json: bool,
-                  seed: int, config: str | None, overrides: list[str]) -> int:
-    """Run `adapt` and print the table (or one JSON object); returns the exit code."""
-    out, err = Console(), Console(stderr=True)
-    try:
-        cfg = load_config(config, overrides)
-    except ConfigError as e:
-        err.print(f"[red]{escape(str(e))}[/]")
-        return 2
-    err.print(f"[bold]adapt[/] {escape(suite)}: baseline on {n_test} test problems, then learning on "
-              f"{n_train} within {budget} rollouts, then the adapted measurement")
-    try:
-        res = adapt(suite, n_train, n_test, budget, cfg, run_dir, seed, progress(err))
-    except ValueError as e:
-        err.print(f"[red]{escape(str(e))}[/]")
-        return 2
-    if as_json:
-        print(json.dumps(res.summary()))
-        return 0
-    out.print(result_table(res))
-    for text in res.insights:
-        out.print(f"  - {escape(text)}")
-    return 0
-
-
-def demo_command() -> int:
-    """`make demo`: adapt on the default suite and budget with the embedded models (minutes on 2 CPU cores)."""
-    return adapt_command(DEMO_SUITE, DEMO_TRAIN, DEMO_TEST, DEMO_BUDGET, None, False, 0, None, DEMO_OVERRIDES)

@@ -1,67 +1,63 @@
-"""Console side of `insightloop eval`: run the harness, save after every run, print the table.
+"""`insightloop eval`: run the harness, save after every run, print the table.
 
 Progress goes to stderr; the Markdown table goes to stdout at the end. With `--resume`, runs
 already in OUT/results.json (same suite, method and seed, without error) are kept, not repeated.
+The method names are the harness's own (`evals.harness.methods.ALL_METHODS`), read when the command
+runs: importing the harness takes longer than the rest of the CLI's start-up.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-from insightloop.core.config import ConfigError, load_config
-from insightloop.evals.harness.report import JSON_NAME, load_results, markdown, save_json, write_report
-from insightloop.evals.harness.runner import Context, EvalSpec, Results, run_eval
+import typer
+from insightloop.apps.cli.errors import user_errors
+from insightloop.apps.cli.options import ConfigFile, Overrides, load
 from rich.console import Console
 from rich.markup import escape
 
-
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _previous(out: Path, spec: EvalSpec, err: Console) -> Results | None:
-    if not (out / JSON_NAME).exists():
-        return None
-    prev = load_results(out)
-    if prev.spec.model_dump(exclude={"suites", "methods", "seeds"}) != spec.model_dump(
-        exclude={"suites", "methods", "seeds"}
-    ):
-        err.print("[yellow]--resume: the saved run used other settings; starting afresh[/]")
-        return None
-    err.print(f"resuming: {len(prev.records)} runs found in {escape(str(out / JSON_NAME))}")
-    return prev
+if TYPE_CHECKING:
+    from insightloop.core.config import Config
+    from insightloop.evals.harness.records import EvalSpec, Results
 
 
-def eval_command(
-    suites: str,
-    methods: str,
-    n_train: int,
-    n_test: int,
-    budget: int,
-    seeds: int,
-    out: Path,
-    config: str | None,
-    overrides: list[str],
-    resume: bool,
-    seed_start: int = 0,
-) -> int:
-    """Run the benchmark and write OUT/results.json, results.md and the plots; returns the exit code."""
+def eval_(
+    suite: Annotated[str, typer.Option("--suite", help="suite(s), comma-separated: bbh/navigate,gsm8k")],
+    methods: Annotated[str | None, typer.Option(
+        "--methods", help="comma-separated method names (default: all of the harness's methods; "
+                          "an unknown name lists them)")] = None,
+    n_train: Annotated[int, typer.Option("--train", min=1, help="training problems per seed")] = 5,
+    n_test: Annotated[int, typer.Option("--test", min=1, help="test problems per seed")] = 20,
+    budget: Annotated[int, typer.Option("--budget", min=1, help="learning rollouts per method and run")] = 30,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="number of seeds (0..S-1)")] = 3,
+    seed_start: Annotated[int, typer.Option("--seed-start", min=0, help="first seed (to split a run)")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="output folder: results.json, results.md, PNGs")] = Path(
+        "eval-results"),
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option("--resume", help="keep finished runs of OUT/results.json")] = False,
+) -> None:
+    """Benchmark methods side by side: same model, same splits, same rollout budget."""
+    from insightloop.evals.harness.methods import ALL_METHODS
+    from insightloop.evals.harness.records import EvalSpec
+
+    cfg = load(config, overrides)
+    with user_errors(ValueError):  # pydantic's ValidationError is a ValueError: say which field
+        spec = EvalSpec(suites=_split(suite), methods=list(ALL_METHODS) if methods is None else _split(methods),
+                        n_train=n_train, n_test=n_test, budget=budget,
+                        seeds=list(range(seed_start, seed_start + seeds)), config=config,
+                        overrides=list(overrides or []))
+    run_and_report(cfg, spec, out, resume)
+
+
+def run_and_report(cfg: Config, spec: EvalSpec, out: Path, resume: bool) -> None:
+    """Run the spec, saving OUT/results.json and results.md after every run; print the table."""
+    from insightloop.evals.harness.context import Context
+    from insightloop.evals.harness.report import markdown, save_json, write_report
+    from insightloop.evals.harness.runner import run_eval
+
     err = Console(stderr=True)
-    try:
-        cfg = load_config(config, overrides)
-        spec = EvalSpec(
-            suites=_split(suites),
-            methods=_split(methods),
-            n_train=n_train,
-            n_test=n_test,
-            budget=budget,
-            seeds=list(range(seed_start, seed_start + seeds)),
-            config=config,
-            overrides=overrides,
-        )
-    except (ConfigError, ValueError) as e:
-        err.print(f"[red]{escape(str(e))}[/]")
-        return 2
     out.mkdir(parents=True, exist_ok=True)
     previous = _previous(out, spec, err) if resume else None
 
@@ -71,13 +67,29 @@ def eval_command(
 
     ctx = Context(cfg, log=lambda msg: err.print(escape(msg)))
     try:
-        res = run_eval(spec, ctx, on_record=save, previous=previous)
-    except ValueError as e:
-        err.print(f"[red]{escape(str(e))}[/]")
-        return 2
+        with user_errors(ValueError):  # an unknown method or suite
+            res = run_eval(spec, ctx, on_record=save, previous=previous)
     finally:
         ctx.close()
     paths = write_report(res, out)
     print(markdown(res))
     err.print("wrote " + ", ".join(escape(str(p)) for p in paths.values()))
-    return 0
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _previous(out: Path, spec: EvalSpec, err: Console) -> Results | None:
+    """The saved results to resume from, or None when there are none or they used other settings."""
+    from insightloop.evals.harness.report import JSON_NAME, load_results
+
+    if not (out / JSON_NAME).exists():
+        return None
+    prev = load_results(out)
+    varying = {"suites", "methods", "seeds"}
+    if prev.spec.model_dump(exclude=varying) != spec.model_dump(exclude=varying):
+        err.print("[yellow]--resume: the saved run used other settings; starting afresh[/]")
+        return None
+    err.print(f"resuming: {len(prev.records)} runs found in {escape(str(out / JSON_NAME))}")
+    return prev

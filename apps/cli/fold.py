@@ -1,25 +1,71 @@
-"""`insightloop fold`: one fold of a run's experience into the weights, with progress and a report."""
+"""`insightloop fold`: one fold of a run's experience into the weights, with progress and a report.
+
+Exit code 0 when the gate accepted the new weights, 1 when it rejected them (rolled back), 2 when
+the run directory holds nothing usable (the error boundary prints why).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from insightloop.rl.fold import FoldEvent, FoldResult
+import typer
+from insightloop.apps.cli.errors import user_errors
+from insightloop.apps.cli.options import AsJson, ConfigFile, Overrides, load, run_dir_option
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from insightloop.rl.fold import FoldEvent, FoldResult
 
-def _progress_handler(progress: Progress) -> Any:
+FOLD_METHODS = ("grpo", "sft", "dpo")
+TRAINING_STAGES = (*FOLD_METHODS, "warm_start_sft")
+
+
+def _check_method(value: str | None) -> str | None:
+    if value is not None and value not in FOLD_METHODS:
+        raise typer.BadParameter("must be grpo, sft or dpo")
+    return value
+
+
+def fold(
+    run_dir: Annotated[Path, run_dir_option("run directory: episodes, chains, checkpoints")],
+    method: Annotated[str | None, typer.Option(
+        "--method", help="grpo, sft or dpo (default: config)", callback=_check_method)] = None,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="optimizer steps")] = None,
+    lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA or full fine-tuning")] = None,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+    as_json: AsJson = False,
+) -> None:
+    """Fold the run's verified attempts and chains into the weights (TRL), gated on held-out accuracy."""
+    from insightloop.rl.fold import fold as run_fold
+
+    cfg = load(config, overrides)
+    console = Console()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with user_errors(ValueError), Progress(*columns, console=console, transient=as_json) as progress:
+        result = run_fold(run_dir, cfg, method, steps, lora, on_event=_progress_handler(progress))  # type: ignore[arg-type]
+    if as_json:
+        print(json.dumps(result.model_dump(mode="json")))
+    else:
+        console.print(report_table(result))
+        console.print(f"checkpoint: {escape(result.checkpoint)}")
+    if not result.accepted:
+        raise typer.Exit(1)
+
+
+def _progress_handler(progress: Progress) -> Callable[[FoldEvent], None]:
     """Turn fold events into progress bar updates (one bar per training stage)."""
     bars: dict[str, Any] = {}
 
     def on_event(ev: FoldEvent) -> None:
         if ev.kind == "fold_stage":
-            if ev.stage in ("grpo", "sft", "dpo", "warm_start_sft"):
+            if ev.stage in TRAINING_STAGES:
                 bars[ev.stage] = progress.add_task(f"{ev.stage} steps", total=ev.total or None)
             else:
                 progress.console.log(f"{escape(ev.stage)} …")
@@ -48,30 +94,3 @@ def report_table(result: FoldResult) -> Table:
             table.add_row(key, "", f"{result.metrics[key]:.3f}")
     table.add_row("seconds", "", f"{result.seconds:.1f}")
     return table
-
-
-def fold_command(run_dir: Path, method: str | None, steps: int | None, lora: bool | None,
-                 config: str | None, overrides: list[str], as_json: bool) -> int:
-    """Run one fold; print a table (or JSON). Exit code 0 accepted, 1 rejected, 2 unusable input."""
-    from insightloop.core.config import ConfigError, load_config
-    from insightloop.rl.fold import fold
-
-    console = Console()
-    try:
-        cfg = load_config(config, overrides)
-    except ConfigError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        return 2
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    try:
-        with Progress(*columns, console=console, transient=as_json) as progress:
-            result = fold(run_dir, cfg, method, steps, lora, on_event=_progress_handler(progress))  # type: ignore[arg-type]
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        return 2
-    if as_json:
-        print(json.dumps(result.model_dump(mode="json")))
-    else:
-        console.print(report_table(result))
-        console.print(f"checkpoint: {escape(result.checkpoint)}")
-    return 0 if result.accepted else 1

@@ -1,7 +1,7 @@
-"""Console side of `insightloop solve`: load tasks and the policy, show progress, print the report.
+"""`insightloop solve`: load tasks and the policy, show progress, print the report.
 
-The solving itself is `agent.solve.solve_many`; this module only wires it to rich (progress bar,
-table) or to one JSON object on stdout, and saves episodes into a run directory as they finish.
+The solving itself is `agent.search.solve.solve_many`; this module only wires it to rich (progress
+bar, table) or to one JSON object on stdout, and stores episodes in a run directory's memory as they finish.
 """
 
 from __future__ import annotations
@@ -9,34 +9,62 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-from insightloop.agent.search.solve import (
-    EpisodeFinished,
-    SolveEvent,
-    SolveSummary,
-    save_episode,
-    solve_many,
-    summarize,
-)
-from insightloop.core.config import Config
-from insightloop.core.task import Task
+import typer
+from insightloop.apps.cli.errors import CommandError
+from insightloop.apps.cli.options import AsJson, ConfigFile, Overrides, load, run_dir_option
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from insightloop.agent.search.summary import SolveSummary
+    from insightloop.core.config import Config
+    from insightloop.core.task import Task
 
-class UsageError(ValueError):
-    """A bad command-line request; the CLI prints it on one line and exits with status 2."""
+
+def solve(
+    suite: Annotated[str | None, typer.Option(
+        "--suite", help="bundled suite to solve, e.g. bbh/boolean_expressions")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="solve at most N tasks")] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", help="mcts or sample")] = None,
+    budget: Annotated[int | None, typer.Option("--budget", min=1, help="rollouts per task")] = None,
+    run_dir: Annotated[Path | None, run_dir_option("save episodes there")] = None,
+    as_json: AsJson = False,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="solve one ad-hoc problem instead")] = None,
+    verifier: Annotated[str, typer.Option(
+        "--verifier", help="verifier for --prompt: any a JSONL task file allows")] = "exact",
+    answer: Annotated[str | None, typer.Option("--answer", help="reference answer for --prompt")] = None,
+) -> None:
+    """Solve tasks with MCTS (or sampling) and report accuracy, rollouts, tokens and seconds per task."""
+    cfg = load(config, [*(overrides or []), *_shortcuts(strategy, budget)])
+    if (suite is None) == (prompt is None):
+        raise CommandError("give exactly one of --suite SUITE or --prompt TEXT")
+    tasks = suite_tasks(suite, limit, cfg.seed) if suite else [adhoc_task(prompt or "", verifier, answer)]
+    run(cfg, tasks, run_dir, as_json)
+
+
+def _shortcuts(strategy: str | None, budget: int | None) -> list[str]:
+    """`--strategy` and `--budget` as settings; they come after `--set`, so they win."""
+    sets = []
+    if strategy is not None:
+        sets.append(f"search.strategy={strategy}")
+    if budget is not None:
+        sets.append(f"search.rollouts={budget}")
+    return sets
 
 
 def adhoc_task(prompt: str, verifier: str, answer: str | None) -> Task:
-    """A one-off task from the command line, checked by the named verifier."""
-    from insightloop.evals.verifiers import answer_instruction, get_verifier
+    """A one-off task from the command line, checked by a verifier a task file could name."""
+    from insightloop.core.task import Task
+    from insightloop.evals.verifiers import TASK_FILE_VERIFIERS as JSONL_VERIFIERS
+    from insightloop.evals.verifiers import answer_instruction
 
-    try:
-        get_verifier(verifier)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    if verifier not in JSONL_VERIFIERS:
+        raise CommandError(f"unknown verifier {verifier!r}; allowed: {', '.join(JSONL_VERIFIERS)}")
     text = prompt.strip()
     if "Answer:" not in text:  # ask for the answer line the verifier reads
         text += "\n\n" + answer_instruction(verifier)
@@ -44,42 +72,54 @@ def adhoc_task(prompt: str, verifier: str, answer: str | None) -> Task:
 
 
 def suite_tasks(suite: str, limit: int | None, seed: int) -> list[Task]:
+    """The suite's tasks (at most `limit`, drawn with `seed`); an unusable suite is the user's error."""
     from insightloop.evals.suites import load_suite
 
     try:
         tasks = load_suite(suite, limit=limit, seed=seed)
     except (KeyError, ValueError, FileNotFoundError) as exc:
-        raise UsageError(f"cannot load suite {suite!r}: {exc}") from None
+        raise CommandError(f"cannot load suite {suite!r}: {exc}") from None
     if not tasks:
-        raise UsageError(f"suite {suite!r} has no tasks")
+        raise CommandError(f"suite {suite!r} has no tasks")
     return tasks
 
 
 def run(cfg: Config, tasks: list[Task], run_dir: Path | None, as_json: bool) -> SolveSummary:
     """Solve `tasks` with the configured policy; print a progress bar and the table (or JSON)."""
-    from insightloop.agent.backends import make_lm
+    from contextlib import ExitStack
+
+    # Looked up at call time (not through apps.runtime, which binds make_lm at import): the unit
+    # tests hand this command a fake LM by patching agent.backends.make_lm.
+    from insightloop.agent import backends
+    from insightloop.agent.search.solve import solve_many
+    from insightloop.agent.search.summary import summarize
+    from insightloop.core.events import EpisodeFinished
+    from insightloop.core.events import Event as SolveEvent
+    from insightloop.memory.episodes import open_episodes
 
     err = Console(stderr=True)
     out = err if as_json else Console()
     with err.status("loading the policy model..."):
-        lm = make_lm(cfg.policy)
+        lm = backends.make_lm(cfg.policy)
     progress = Progress(TextColumn("solving"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[acc]}"), TimeElapsedColumn(), console=out)
     bar = progress.add_task("solve", total=len(tasks), acc="")
     hits = [0, 0]
+    store = ExitStack()  # the run's memory, closed once solving ends
+    save = store.enter_context(open_episodes(run_dir)).add if run_dir is not None else None
 
     def on_event(event: SolveEvent) -> None:
         if not isinstance(event, EpisodeFinished):
             return
-        if run_dir is not None and event.episode is not None:
-            save_episode(run_dir, event.episode)
+        if save is not None and event.episode is not None:
+            save(event.episode)
         if event.correct is not None:
             hits[0] += event.correct
             hits[1] += 1
         progress.update(bar, advance=1, acc=f"correct {hits[0]}/{hits[1]}" if hits[1] else "")
 
     start = time.monotonic()
-    with progress:
+    with store, progress:
         episodes = solve_many(tasks, lm, cfg.search, on_event=on_event, max_active=cfg.search.parallel_tasks)
     summary = summarize(episodes, cfg.search.strategy, seconds=time.monotonic() - start)
     if as_json:
@@ -119,26 +159,3 @@ def _short(text: str | None, width: int = 12) -> str:
         return "-"
     one = " ".join(text.split())
     return one if len(one) <= width else one[: width - 1] + "…"
-
-
-def solve_command(suite: str | None, limit: int | None, strategy: str | None, budget: int | None,
-                  run_dir: Path | None, as_json: bool, config: str | None, overrides: list[str],
-                  prompt: str | None, verifier: str, answer: str | None) -> int:
-    """The body of `insightloop solve`; returns the exit status (2 on a usage or config error)."""
-    from insightloop.core.config import ConfigError, load_config
-
-    sets = list(overrides)
-    if strategy is not None:
-        sets.append(f"search.strategy={strategy}")
-    if budget is not None:
-        sets.append(f"search.rollouts={budget}")
-    try:
-        cfg = load_config(config, sets)
-        if (suite is None) == (prompt is None):
-            raise UsageError("give exactly one of --suite SUITE or --prompt TEXT")
-        tasks = suite_tasks(suite, limit, cfg.seed) if suite else [adhoc_task(prompt or "", verifier, answer)]
-    except (ConfigError, UsageError) as exc:
-        Console(stderr=True, soft_wrap=True).print(f"error: {exc}", markup=False, highlight=False)
-        return 2
-    run(cfg, tasks, run_dir, as_json)
-    return 0

@@ -1,18 +1,20 @@
 """Learning curves from stored episodes: rolling accuracy with and without insights, and the lift.
 
 `learning_curve(points, window)` turns episodes (in the order they finished) into rolling-accuracy
-series; `save_curve_png(curve, path)` draws the same curves with matplotlib (Agg, no display).
+series; `save_curve_png(curve, path)` draws the same curves with matplotlib (Agg, no display) into
+an existing folder.
 The console renders the same `Curve` as a terminal chart, so the PNG and the terminal agree.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+from insightloop.core.files import atomic_path
 from pydantic import BaseModel, Field
 
 
@@ -74,15 +76,33 @@ def _xy(values: list[float | None]) -> tuple[list[int], list[float]]:
 
 
 def save_curve_png(curve: Curve, path: str | Path, title: str = "insightloop learning curve") -> Path:
-    """Write the accuracy and lift curves as a PNG (atomically: temp file, then rename)."""
+    """Write the accuracy and lift curves as a PNG, atomically (readers never see half a file).
+
+    The folder must exist: a mistyped path raises `FileNotFoundError` instead of creating folders.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"directory does not exist: {out.parent}")
+    fig = _figure(curve, title)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+            os.chmod(tmp, 0o644)  # the temporary file is private; a plot is meant to be shared
+    finally:
+        plt.close(fig)
+    return out
+
+
+def _figure(curve: Curve, title: str) -> Any:
+    """Accuracy with and without insights (top) and the lift (bottom), on one shared x axis."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     fig, (acc_ax, lift_ax) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
                                           gridspec_kw={"height_ratios": [2, 1]})
     dots = {"marker": "o", "markersize": 3}  # a group with one episode still shows
@@ -104,14 +124,4 @@ def save_curve_png(curve: Curve, path: str | Path, title: str = "insightloop lea
     lift_ax.set_xlabel("episode (in order finished)")
     lift_ax.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".png", dir=out.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a plot is meant to be shared
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return fig

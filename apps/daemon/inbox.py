@@ -1,102 +1,86 @@
-"""The daemon's inbox: task files moving `inbox/ → processing/ → done/ | failed/`, and its state DB.
+"""The daemon's inbox: task files moving `inbox/ → processing/ → done/ | failed/`, and the outbox.
 
 A file is claimed by an atomic `os.replace` into `processing/` (under a name never used before in
-this run dir, so results never mix). It is parsed with the foundation's JSONL loader; bad lines go
-to `failed/<stem>.rejected.jsonl` with a sidecar `<that>.error.json` giving line numbers and
-reasons, good lines proceed; a file with no good line goes to `failed/` whole, with its sidecar.
+this run dir, so results never mix). It is parsed with the JSONL task parser
+(`evals.suites.jsonl.parse_task_file`), which gives every line's number and bytes with its task or
+its problem; the inbox adds its own limits (file size, prompt length). Bad lines go to
+`failed/<stem>.rejected.jsonl` with a sidecar `<that>.error.json` giving line numbers and reasons,
+good lines proceed; a file with no good line goes to `failed/` whole, with its sidecar.
 
-Per-task progress lives in `RUN_DIR/daemon.sqlite` (WAL): a task is done exactly when its row says
-so. The outbox line is appended after that commit, and `rebuild_outbox` rewrites the outbox from
-the rows (atomically) whenever a file is resumed or finished, so the outbox ends with exactly one
-line per task even if the process died between the commit and the append.
+Results are appended to `outbox/<name>`; `rebuild_outbox` rewrites it (atomically) from the
+committed results whenever a file is resumed or finished, so the outbox ends with exactly one line
+per task even if the process died between a commit and its append (see `ledger.py`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from insightloop.core.files import atomic_write
-from insightloop.core.task import VERIFIERS, Task
+from insightloop.core.task import Task
+from insightloop.evals.suites.jsonl import LineProblem, TaskLine, parse_task_file
 from pydantic import BaseModel, Field
 
 SUBDIRS = ("inbox", "processing", "done", "failed", "outbox")
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".swp")
 
 
-class LineProblem(BaseModel):
-    """Why one input line (1-based; None = the whole file) was refused."""
-
-    line: int | None = None
-    reason: str
-
-
 class ParsedFile(BaseModel):
-    """An inbox file after parsing: its good tasks in file order, its bad lines, or a fatal reason."""
+    """An inbox file after parsing: its good tasks in file order, its refused lines (each with its
+    problem), or a reason to refuse the whole file."""
 
     name: str
     tasks: list[Task] = Field(default_factory=list)
-    problems: list[LineProblem] = Field(default_factory=list)
+    rejected: list[TaskLine] = Field(default_factory=list)
     fatal: str | None = None
 
 
-def _problem(p: Any) -> LineProblem:
-    """A problem reported by the JSONL loader (`evals.suites.jsonl.LineProblem`) in our terms."""
-    return LineProblem(line=p.line, reason=p.message)
+def _refuse(entry: TaskLine, path: Path, message: str) -> TaskLine:
+    """A parsed line turned into a refused one (it broke an inbox limit)."""
+    problem = LineProblem(path=str(path), line=entry.line, message=message)
+    return entry.model_copy(update={"task": None, "problem": problem})
 
 
-def _line_of(path: Path, task_id: str) -> int | None:
-    """The 1-based line holding `task_id` (the loader does not keep line numbers on tasks)."""
-    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and obj.get("id") == task_id:
-            return number
+def _file_fault(path: Path, max_file_bytes: int) -> str | None:
+    """Why the whole file is refused before reading it, if it is."""
+    if not path.name.endswith(".jsonl"):
+        return "not a .jsonl file: the inbox takes JSON-lines task files named *.jsonl (one task object per line)"
+    size = path.stat().st_size
+    if size > max_file_bytes:
+        return (f"file is {size} bytes; the limit is {max_file_bytes} "
+                "(daemon.max_file_bytes): split it into smaller files")
     return None
 
 
 def parse_inbox_file(path: Path, max_prompt_chars: int, max_file_bytes: int) -> ParsedFile:
-    """Parse one claimed file. Never raises on bad input: reasons end up in `problems` / `fatal`."""
-    from insightloop.evals.suites.jsonl import read_task_lines
-
-    if not path.name.endswith(".jsonl"):
-        return ParsedFile(name=path.name, fatal="not a .jsonl file: the inbox takes JSON-lines task files "
-                                                "named *.jsonl (one task object per line)")
-    size = path.stat().st_size
-    if size > max_file_bytes:
-        return ParsedFile(name=path.name, fatal=f"file is {size} bytes; the limit is {max_file_bytes} "
-                                                "(daemon.max_file_bytes): split it into smaller files")
-    tasks, raw_problems = read_task_lines(path, skip_bad=True)
-    problems = [_problem(p) for p in raw_problems]
+    """Parse one claimed file. Never raises on bad input: reasons end up in `rejected` / `fatal`."""
+    fault = _file_fault(path, max_file_bytes)
+    if fault is not None:
+        return ParsedFile(name=path.name, fatal=fault)
     good: list[Task] = []
-    for task in tasks:
-        if len(task.prompt) > max_prompt_chars:
-            problems.append(LineProblem(line=_line_of(path, task.id), reason=(
-                f"task {task.id!r}: the prompt has {len(task.prompt)} characters; the limit is "
-                f"{max_prompt_chars} (daemon.max_prompt_chars)")))
-        elif task.verifier not in VERIFIERS:
-            problems.append(LineProblem(line=_line_of(path, task.id), reason=(
-                f"task {task.id!r}: unknown verifier {task.verifier!r}; use one of {', '.join(VERIFIERS)}")))
+    rejected: list[TaskLine] = []
+    for entry in parse_task_file(path):
+        task = entry.task
+        if task is not None and len(task.prompt) > max_prompt_chars:
+            entry = _refuse(entry, path, f"task {task.id!r}: the prompt has {len(task.prompt)} characters; "
+                                         f"the limit is {max_prompt_chars} (daemon.max_prompt_chars)")
+        if entry.task is not None:
+            good.append(entry.task)
         else:
-            good.append(task)
-    problems.sort(key=lambda p: p.line or 0)
+            rejected.append(entry)
     fatal = None
     if not good:
-        fatal = "no valid task in the file" if problems else "the file holds no task (it is empty)"
-    return ParsedFile(name=path.name, tasks=good, problems=problems, fatal=fatal)
+        fatal = "no valid task in the file" if rejected else "the file holds no task (it is empty)"
+    return ParsedFile(name=path.name, tasks=good, rejected=rejected, fatal=fatal)
 
 
-def _raw_lines(path: Path, numbers: Iterable[int]) -> bytes:
-    """The raw bytes of the given 1-based lines (kept as bytes: the line may not be valid UTF-8)."""
-    wanted = set(numbers)
-    lines = path.read_bytes().split(b"\n")
-    return b"".join(lines[n - 1].rstrip(b"\r") + b"\n" for n in sorted(wanted) if 0 < n <= len(lines))
+def _problem_rows(rejected: list[TaskLine]) -> list[dict[str, Any]]:
+    """The sidecar's `problems`: 1-based line number and reason per refused line."""
+    return [{"line": r.line, "reason": r.problem.message if r.problem else "refused"} for r in rejected]
 
 
 class Inbox:
@@ -142,25 +126,24 @@ class Inbox:
         os.replace(path, dest)
         return dest
 
-    def fail_file(self, path: Path, reason: str, problems: list[LineProblem], source: str) -> Path:
+    def fail_file(self, path: Path, reason: str, rejected: list[TaskLine], source: str) -> Path:
         """Move a whole file to failed/ with its `<name>.error.json` sidecar (sidecar first)."""
         dest = self.dir("failed") / path.name
-        self._sidecar(dest, reason, problems, source)
+        self._sidecar(dest, reason, rejected, source)
         os.replace(path, dest)
         return dest
 
-    def reject_lines(self, path: Path, problems: list[LineProblem], source: str) -> Path:
-        """Copy a file's bad lines to failed/<stem>.rejected.jsonl, with a sidecar saying why."""
+    def reject_lines(self, path: Path, rejected: list[TaskLine], source: str) -> Path:
+        """Write a file's refused lines, as read, to failed/<stem>.rejected.jsonl, with a sidecar saying why."""
         stem = path.name[:-6] if path.name.endswith(".jsonl") else path.name
         dest = self.dir("failed") / f"{stem}.rejected.jsonl"
-        atomic_write(dest, _raw_lines(path, [p.line for p in problems if p.line]))
-        self._sidecar(dest, f"{len(problems)} line(s) of {source} refused; the other lines were processed",
-                      problems, source)
+        atomic_write(dest, b"".join(r.raw + b"\n" for r in rejected))
+        self._sidecar(dest, f"{len(rejected)} line(s) of {source} refused; the other lines were processed",
+                      rejected, source)
         return dest
 
-    def _sidecar(self, dest: Path, reason: str, problems: list[LineProblem], source: str) -> None:
-        body = {"file": source, "reason": reason, "problems": [p.model_dump() for p in problems],
-                "at": self.clock()}
+    def _sidecar(self, dest: Path, reason: str, rejected: list[TaskLine], source: str) -> None:
+        body = {"file": source, "reason": reason, "problems": _problem_rows(rejected), "at": self.clock()}
         atomic_write(dest.with_name(dest.name + ".error.json"), json.dumps(body, indent=2).encode())
 
     def finish_file(self, path: Path) -> Path:
@@ -181,27 +164,3 @@ class Inbox:
         """Rewrite a file's outbox from committed results (drops a torn or duplicated last line)."""
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results).encode()
         atomic_write(self.outbox_path(name), data)
-
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS files(name TEXT PRIMARY KEY, source TEXT NOT NULL, state TEXT NOT NULL,
-    claimed REAL NOT NULL, finished REAL, n_tasks INTEGER, n_bad INTEGER DEFAULT 0, error TEXT);
-CREATE TABLE IF NOT EXISTS tasks(file TEXT NOT NULL, task_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, result TEXT, reward REAL, finished REAL,
-    error TEXT, PRIMARY KEY(file, task_id));
-CREATE TABLE IF NOT EXISTS spend(ts REAL NOT NULL, rollouts INTEGER NOT NULL, tokens INTEGER NOT NULL,
-    usd REAL NOT NULL, seconds REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS spend_ts ON spend(ts);
-CREATE TABLE IF NOT EXISTS scores(ts REAL NOT NULL, reward REAL NOT NULL, source TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS practice(key TEXT PRIMARY KEY, attempts INTEGER NOT NULL,
-    successes INTEGER NOT NULL, streak INTEGER NOT NULL, last REAL NOT NULL);
-"""
-
-
-def open_state_db(path: Path) -> sqlite3.Connection:
-    """Open (creating) the daemon's SQLite state in WAL mode; usable from the worker thread."""
-    con = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=FULL")
-    con.executescript(SCHEMA)
-    return con

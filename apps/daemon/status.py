@@ -3,10 +3,15 @@
 `status.json` is rewritten whole (temp file + `os.replace`) so a reader never sees half a file.
 Logs go to `RUN_DIR/logs/daemon.jsonl` through the stdlib `RotatingFileHandler`, one JSON object
 per line; the learning loop's typed events are logged as they arrive.
+
+`read_status` tells three cases apart: no status.json (None: no daemon has run there), a readable
+one (`DaemonStatus`), and a damaged one (`UnreadableStatus`: not UTF-8, not JSON, not a status
+record), which the daemon replaces at its next start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -69,13 +74,49 @@ def write_status(run_dir: Path, status: DaemonStatus) -> Path:
     return dest
 
 
+class UnreadableStatus(DaemonStatus):
+    """A status.json that exists but cannot be read. A `DaemonStatus` whose `state` says so, so that
+    a reader showing any status reports it as unreadable rather than as "no daemon has run there";
+    `reason` says what is wrong. Its other fields are defaults, not the lost values."""
+
+    reason: str
+    pid: int = 0  # no process is known to have written it
+
+
+def _unreadable(path: Path, reason: str) -> UnreadableStatus:
+    mtime = 0.0
+    with contextlib.suppress(OSError):  # removed meanwhile: the time is unknown
+        mtime = path.stat().st_mtime
+    return UnreadableStatus(
+        reason=reason, run_dir=str(path.parent), updated_at=mtime,
+        state=f"status.json is unreadable ({reason}); the daemon rewrites it at its next start")
+
+
+def _invalid_reason(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    if first["type"] == "json_invalid":
+        return f"invalid JSON: {first['msg'].removeprefix('Invalid JSON: ')}"
+    where = ".".join(str(part) for part in first["loc"]) or "the record"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"not a status record: {where}: {first['msg']}{more}"
+
+
 def read_status(run_dir: Path) -> DaemonStatus | None:
-    """The last status written under RUN_DIR, or None when there is none (or it is unreadable)."""
+    """The last status written under RUN_DIR; None when there is none; an `UnreadableStatus` when
+    the file is damaged (never raises for a bad file)."""
     path = Path(run_dir) / STATUS_FILE
     try:
-        return DaemonStatus.model_validate_json(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValidationError):
+        data = path.read_bytes()
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        return _unreadable(path, f"cannot read it: {exc.strerror or exc}")
+    try:
+        return DaemonStatus.model_validate_json(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return _unreadable(path, f"not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}")
+    except ValidationError as exc:
+        return _unreadable(path, _invalid_reason(exc))
 
 
 class StatusBoard:

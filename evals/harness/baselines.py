@@ -1,7 +1,7 @@
 """Baseline methods for the harness: none, best-of-n, episodic-rag, reflect-success and grpo.
 
 Each is a function `(ctx, run, budget) -> MethodResult` that spends at most `budget`'s rollouts on
-the training problems and is then measured on the test problems with `harness.evaluate` (frozen).
+the training problems and is then measured on the test problems with `measure.evaluate` (frozen).
 
 - `none`: the unlearned model; no rollouts.
 - `best-of-n`: rejection sampling — ⌈R / n_train⌉ whole attempts per training problem within the
@@ -28,7 +28,9 @@ from insightloop.core.budget import Budget
 from insightloop.core.episode import Episode, Trajectory
 from insightloop.core.lm import GenRequest, Message
 from insightloop.core.task import Task
-from insightloop.evals.harness.runner import Context, MethodResult, RunSpec, evaluate
+from insightloop.evals.harness.context import Context
+from insightloop.evals.harness.measure import evaluate
+from insightloop.evals.harness.records import MethodResult, RunSpec
 
 DEMOS = 3
 RAG_K = 4
@@ -222,7 +224,7 @@ def grpo_plan(run: RunSpec, budget: Budget) -> tuple[int, int]:
     """(prompts per step, steps) so that group size × prompts × steps fits the budget."""
     fc = run.cfg.fold
     per_step = max(1, min(fc.batch_size, len(run.train)))
-    return per_step, (budget.remaining_rollouts() or 0) // (fc.group_size * per_step)
+    return per_step, (budget.remaining_rollouts() or 0) // (fc.grpo.group_size * per_step)
 
 
 def train_grpo(ctx: Context, run: RunSpec, budget: Budget, out: Path) -> dict[str, float]:
@@ -235,13 +237,15 @@ def train_grpo(ctx: Context, run: RunSpec, budget: Budget, out: Path) -> dict[st
     from insightloop.rl.policy import load_policy, trained_model
 
     per_step, steps = grpo_plan(run, budget)
-    fc = run.cfg.fold.model_copy(update={"mix_offpolicy": False, "batch_size": per_step})
+    # Plain GRPO: the off-policy rescue of all-wrong groups is insightloop's own addition.
+    plain = run.cfg.fold.grpo.model_copy(update={"mix_offpolicy": False})
+    fc = run.cfg.fold.model_copy(update={"batch_size": per_step, "grpo": plain})
     model, tok = load_policy(resolve_policy(run.cfg.policy.model))
     render = chat_render(tok)
     prompts = [GRPOPrompt(prompt=render(t, []) + ATTEMPT_PRIMER, task=t, fail_rate=1.0) for t in run.train]
     trainer, rollout = make_grpo_trainer(model, tok, prompts, fc, steps, out / "work", verify, run.seed)
     trainer.train()
-    budget.charge([], rollouts=rollout.groups * fc.group_size)
+    budget.charge([], rollouts=rollout.groups * fc.grpo.group_size)
     trained_model(trainer).save_pretrained(out / "model", safe_serialization=True)
     tok.save_pretrained(out / "model")
     rewards = [float(e["reward"]) for e in trainer.state.log_history if "reward" in e]

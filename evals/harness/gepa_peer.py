@@ -9,7 +9,7 @@ Every evaluator call is one rollout; GEPA is stopped before an iteration that co
 the budget, and the harness checks the count. Reflection calls cost tokens, not rollouts.
 
 At test time the evolved prompt (if GEPA kept a change) goes into the same solver prompt the other
-methods use, as one block after the format instructions, and is measured by `harness.evaluate`.
+methods use, as one block after the format instructions, and is measured by `measure.evaluate`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from insightloop.agent.search.domain import SYSTEM_PROMPT
 from insightloop.core.budget import Budget
 from insightloop.core.lm import Generation
 from insightloop.core.task import Task
-from insightloop.evals.harness.runner import Context, MethodResult, RunSpec, evaluate
+from insightloop.evals.harness.context import Context
+from insightloop.evals.harness.measure import evaluate
+from insightloop.evals.harness.records import MethodResult, RunSpec
 
 COMPONENT = "system_prompt"
 MINIBATCH = 3

@@ -19,7 +19,8 @@ from insightloop.agent.learn.loop import EvalReport, TrainReport
 from insightloop.core.budget import Budget
 from insightloop.core.config import Config
 from insightloop.evals.harness.baselines import restore_base
-from insightloop.evals.harness.runner import Context, MethodResult, RunSpec
+from insightloop.evals.harness.context import Context
+from insightloop.evals.harness.records import MethodResult, RunSpec
 
 FOLD_SHARE = 1 / 3  # of the budget reserved for the fold's GRPO samples
 
@@ -69,8 +70,9 @@ def fold_plan(run: RunSpec, budget: int) -> tuple[int, int]:
     fc = run.cfg.fold
     held = max(1, min(fc.gate_slice, len(run.train) // 3)) if len(run.train) >= 2 else len(run.train)
     per_step = max(1, min(fc.batch_size, len(run.train) - held))
-    steps = int(budget * FOLD_SHARE) // (fc.group_size * per_step)
-    return steps, steps * fc.group_size * per_step + 2 * held
+    group = fc.grpo.group_size
+    steps = int(budget * FOLD_SHARE) // (group * per_step)
+    return steps, steps * group * per_step + 2 * held
 
 
 def _fold(ctx: Context, cfg: Config, where: Path, budget: Budget, steps: int) -> dict:
@@ -85,7 +87,7 @@ def _fold(ctx: Context, cfg: Config, where: Path, budget: Budget, steps: int) ->
         result = fold(where, cfg, lm=ctx.policy)
     except ValueError as exc:  # no episodes or prompts to fold: recorded, the memory still counts
         return {"fold": f"skipped: {exc}"}
-    used = int(result.metrics.get("groups", 0)) * fc.group_size + 2 * result.gate.n
+    used = int(result.metrics.get("groups", 0)) * fc.grpo.group_size + 2 * result.gate.n
     budget.charge([], rollouts=used)
     return {
         "fold": "accepted" if result.accepted else "rejected",

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from insightloop.core.files import atomic_write
-from insightloop.evals.harness.runner import Aggregate, Results
+from insightloop.evals.harness.records import Aggregate, Results
 
 JSON_NAME = "results.json"
 MD_NAME = "results.md"
@@ -188,7 +188,7 @@ def merge(parts: Sequence[Results]) -> Results:
     """One `Results` from runs of the same settings over different suites, seeds or methods (e.g. two
     processes sharing the machine): records concatenated (a run present twice, or failed, is kept
     once / dropped), aggregates recomputed, wall time = max."""
-    from insightloop.evals.harness.runner import aggregate
+    from insightloop.evals.harness.aggregate import aggregate
 
     if not parts:
         raise ValueError("nothing to merge")

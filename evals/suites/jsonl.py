@@ -6,6 +6,9 @@ For game24 and countdown the answer is one solution expression (e.g. `(1 + 1) * 
 numbers and the target are read from it, and any other solution is accepted. A prompt without an
 `Answer:` instruction gets the standard answer-format line appended. Blank lines are ignored.
 Each bad line is reported with the file, the line number and what is wrong.
+
+`parse_task_file` is the one parser: per non-blank line, its number, its raw bytes and either the
+task or the problem. `read_task_lines` (suites, CLI) and the daemon's inbox are both built on it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from insightloop.core.errors import UserError
 from insightloop.core.task import Task
 from insightloop.evals.verifiers import (
+    TASK_FILE_VERIFIERS,
     ExpressionError,
     answer_instruction,
     boolean_labels,
@@ -28,7 +32,6 @@ from insightloop.evals.verifiers import (
 )
 from pydantic import BaseModel
 
-JSONL_VERIFIERS = ("exact", "numeric", "math", "choice", "boolean", "game24", "countdown")
 REQUIRED_KEYS = ("id", "prompt", "answer", "verifier")
 ALLOWED_KEYS = (*REQUIRED_KEYS, "family")
 
@@ -42,6 +45,16 @@ class LineProblem(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.message}"
+
+
+class TaskLine(BaseModel):
+    """One non-blank line of a task file: its 1-based number, its bytes as read (without the line
+    break; kept as bytes since the line may not be valid UTF-8), and the task it holds or why not."""
+
+    line: int
+    raw: bytes
+    task: Task | None = None
+    problem: LineProblem | None = None
 
 
 class TaskFileError(UserError, ValueError):
@@ -66,8 +79,8 @@ def _check_keys(obj: Any) -> dict[str, Any]:
     for key, value in obj.items():
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{key!r} must be a non-empty string, got {json.dumps(value)[:40]}")
-    if obj["verifier"] not in JSONL_VERIFIERS:
-        raise ValueError(f"unknown verifier {obj['verifier']!r}; allowed: {', '.join(JSONL_VERIFIERS)}")
+    if obj["verifier"] not in TASK_FILE_VERIFIERS:
+        raise ValueError(f"unknown verifier {obj['verifier']!r}; allowed: {', '.join(TASK_FILE_VERIFIERS)}")
     return obj
 
 
@@ -109,29 +122,42 @@ def _parse_line(raw: bytes) -> Any:
         raise ValueError(f"bad JSON: {exc.msg} (column {exc.colno})") from exc
 
 
-def read_task_lines(path: Path | str, skip_bad: bool = False) -> tuple[list[Task], list[LineProblem]]:
-    """The tasks in a JSONL file and the bad lines. Raises `TaskFileError` on the first bad line
-    unless `skip_bad`, in which case bad lines are left out and returned as `LineProblem`s."""
+def parse_task_file(path: Path | str) -> list[TaskLine]:
+    """Every non-blank line of a JSONL task file, in order, each with its task or its problem.
+    A repeated id is a problem on the later line; only good lines claim an id."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"task file not found: {path}")
-    tasks: list[Task] = []
-    problems: list[LineProblem] = []
+    out: list[TaskLine] = []
     first_seen: dict[str, int] = {}
     for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
         if not raw.strip():
             continue
+        raw = raw.rstrip(b"\r")
         try:
-            obj = _check_keys(_parse_line(raw.rstrip(b"\r")))
+            obj = _check_keys(_parse_line(raw))
             if obj["id"] in first_seen:
                 raise ValueError(f"duplicate id {obj['id']!r} (first on line {first_seen[obj['id']]})")
             task = _task(obj, f"jsonl:{path.stem}")
         except ValueError as exc:
-            problem = LineProblem(path=str(path), line=number, message=str(exc))
-            if not skip_bad:
-                raise TaskFileError(problem) from exc
-            problems.append(problem)
+            out.append(TaskLine(line=number, raw=raw,
+                                problem=LineProblem(path=str(path), line=number, message=str(exc))))
             continue
         first_seen[task.id] = number
-        tasks.append(task)
+        out.append(TaskLine(line=number, raw=raw, task=task))
+    return out
+
+
+def read_task_lines(path: Path | str, skip_bad: bool = False) -> tuple[list[Task], list[LineProblem]]:
+    """The tasks in a JSONL file and the bad lines. Raises `TaskFileError` on the first bad line
+    unless `skip_bad`, in which case bad lines are left out and returned as `LineProblem`s."""
+    tasks: list[Task] = []
+    problems: list[LineProblem] = []
+    for entry in parse_task_file(path):
+        if entry.problem is not None:
+            if not skip_bad:
+                raise TaskFileError(entry.problem)
+            problems.append(entry.problem)
+        elif entry.task is not None:
+            tasks.append(entry.task)
     return tasks, problems

@@ -1,0 +1,88 @@
+"""`insightloop daemon` (run the improvement service) and `insightloop status` (what it is doing).
+
+The daemon itself is `apps.daemon`; this module parses the flags, runs it, and renders status.json.
+Another daemon holding the run directory (`DaemonLocked`, exit code 3), a missing model package or
+a bad config (exit code 2) are user errors: the error boundary prints them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from insightloop.apps.cli.options import ConfigFile, Overrides, json_option, load, run_dir_option
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from insightloop.apps.daemon.status import DaemonStatus
+
+DaemonRunDir = Annotated[Path, run_dir_option("run directory (inbox/, outbox/, status.json)")]
+StatusRunDir = Annotated[Path, run_dir_option("the daemon's run directory")]
+
+
+def daemon(
+    run_dir: DaemonRunDir,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+    exit_when_idle: Annotated[bool, typer.Option(
+        "--exit-when-idle", help="exit once the inbox is empty and there is nothing to practise")] = False,
+) -> None:
+    """Run the improvement daemon: inbox tasks and self-practice, until SIGTERM/SIGINT."""
+    from insightloop.apps.daemon.run import run_daemon
+
+    abandoned = run_daemon(run_dir, load(config, overrides), exit_when_idle)
+    if abandoned:  # a worker is still inside an LM call: leave without waiting for it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def status(
+    run_dir: StatusRunDir,
+    as_json: Annotated[bool, json_option("print it as JSON (plus `running`)")] = False,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+) -> None:
+    """Show the daemon's status.json for RUN_DIR."""
+    from insightloop.apps.daemon.lock import lock_holder
+    from insightloop.apps.daemon.status import read_status
+
+    load(config, overrides)  # a wrong config fails here as it would for the daemon it describes
+    st = read_status(run_dir)
+    if st is None:
+        typer.echo(f"no status.json in {run_dir}: no daemon has run there yet", err=True)
+        raise typer.Exit(1)
+    running = lock_holder(run_dir) == st.pid
+    if as_json:
+        typer.echo(json.dumps({**st.model_dump(mode="json"), "running": running}, indent=2))
+    else:
+        Console().print(status_table(st, run_dir, running))
+
+
+def status_table(st: DaemonStatus, run_dir: Path, running: bool) -> Table:
+    """status.json as a two-column table: state, process, progress, spend per budget window."""
+    table = Table(title=f"insightloop daemon · {escape(str(run_dir))}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    c = st.counters
+    acc = "-" if st.accuracy is None else f"{st.accuracy:.1%} over the last {st.accuracy_n}"
+    rows = [("state", st.state), ("process", f"pid {st.pid} " + ("running" if running else "not running")),
+            ("current task", st.current_task or "-"),
+            ("tasks", f"{c.done} done, {c.failed} failed, {c.pending} pending, {c.practice} practice"),
+            ("files", f"{c.files_done} done, {c.files_failed} failed"), ("accuracy", acc),
+            ("memory version", str(st.memory_version)), ("checkpoint", st.checkpoint or "base model"),
+            ("last error", st.last_error or "-"),
+            ("updated", f"{max(0.0, time.time() - st.updated_at):.0f}s ago")]
+    for metric, use in st.budget.items():
+        cap = "no cap" if use.cap is None else f"cap {use.cap:g}, {use.left:g} left"
+        rows.append((f"{metric} / {use.window}", f"{use.used:g} used ({cap})"))
+    for key, value in rows:
+        table.add_row(key, escape(value))
+    return table

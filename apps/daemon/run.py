@@ -1,0 +1,130 @@
+"""Running the real daemon as a process: lock, models, signals, a worker thread and status writes.
+
+`run_daemon` locks the run dir (before loading any model, so a second daemon is refused at once),
+marks status.json as starting, builds the daemon on the runtime factory's guarded backends and
+serves until SIGTERM/SIGINT. `serve` runs the steps on a worker thread while the main thread writes
+status.json every `status_every_s`; on a stop it waits `stop_grace_s` for the worker to reach a safe
+point, and otherwise abandons the episode in flight (an LM call cannot be interrupted), which is
+retried on the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import cast
+
+from insightloop.apps.daemon.guard import CallStats, GuardedLM
+from insightloop.apps.daemon.lock import RunLock, pid_alive
+from insightloop.apps.daemon.service import Daemon
+from insightloop.apps.daemon.status import (
+    DaemonStatus,
+    UnreadableStatus,
+    log_event,
+    open_log,
+    read_status,
+    write_status,
+)
+from insightloop.apps.runtime import Runtime
+from insightloop.core.config import Config
+from insightloop.core.lm import LM, Reloadable
+from insightloop.rl import checkpoints
+
+
+def _on_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT only set the stop flag; the worker stops at its next safe point."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+
+def serve(daemon: Daemon, exit_when_idle: bool = False) -> bool:
+    """Run `daemon` until SIGTERM/SIGINT (or idle, if asked): steps on a worker thread, status
+    from this one. Returns True when the episode in flight had to be abandoned (the worker was
+    still inside an LM call after the grace period); the caller should then exit the process."""
+    _on_stop_signals(daemon.stop)
+    worker = threading.Thread(target=daemon.work, args=(exit_when_idle,), name="insightloop-daemon",
+                              daemon=True)
+    worker.start()
+    while worker.is_alive() and not daemon.stop.wait(0.2):
+        daemon.reporter.write_if_due()
+    daemon.log.info("stopping", extra={"data": {"signal": daemon.stop.is_set()}})
+    daemon.stop.set()
+    worker.join(daemon.dcfg.stop_grace_s)
+    abandoned = worker.is_alive()
+    daemon.close(abandoned)
+    return abandoned
+
+
+class CheckpointSync:
+    """Keeps the live policy on RUN_DIR's current checkpoint: loads it at start, and again whenever
+    a fold (which may run inside the loop with no handle on this backend) moves CURRENT. Called
+    after every step; returns the checkpoint's name for the status (None = base weights)."""
+
+    def __init__(self, run_dir: Path, policy: GuardedLM) -> None:
+        self.run_dir = run_dir
+        self.policy = policy
+        self.loaded: Path | None = None
+
+    def __call__(self) -> str | None:
+        folder = checkpoints.current(self.run_dir)
+        if folder is not None and folder != self.loaded and isinstance(self.policy.inner, Reloadable):
+            self.policy.load_weights(folder)
+            self.loaded = folder
+        return folder.name if folder is not None else None
+
+
+def build_daemon(run_dir: Path, cfg: Config, stop: threading.Event, logger: logging.Logger) -> Daemon:
+    """The real daemon: guarded backends (on the current checkpoint's weights), memory, learner."""
+    stats = CallStats()
+    rng = random.Random(cfg.seed)
+
+    def guard(lm: LM) -> GuardedLM:
+        return GuardedLM(lm, stats, stop, cfg.daemon.lm_retries, cfg.daemon.lm_backoff_s)
+
+    rt = Runtime(cfg, run_dir, wrap_lm=guard)
+    sync = CheckpointSync(run_dir, cast(GuardedLM, rt.policy))
+    sync()
+    store = rt.memory()
+    learner = rt.learner(store, rng=rng, on_event=lambda event: log_event(logger, event))
+    return Daemon(run_dir, cfg, learner, stats=stats, stop=stop, rng=rng,
+                  memory_version=lambda: store.version, checkpoint=sync, logger=logger,
+                  on_close=rt.close)
+
+
+def write_starting_status(run_dir: Path, now: float, logger: logging.Logger) -> DaemonStatus:
+    """Mark status.json as starting while the models load, keeping the last known counters; an
+    unreadable status.json is replaced by a fresh one."""
+    last = read_status(run_dir)
+    if isinstance(last, UnreadableStatus):
+        logger.warning("status_unreadable", extra={"data": {"reason": last.reason}})
+    base = last if last is not None and not isinstance(last, UnreadableStatus) else DaemonStatus()
+    status = base.model_copy(update={
+        "state": "starting: loading models", "pid": os.getpid(), "run_dir": str(run_dir),
+        "current_task": None, "paused_until": None, "started_at": now, "updated_at": now})
+    write_status(run_dir, status)
+    return status
+
+
+def run_daemon(run_dir: Path, cfg: Config, exit_when_idle: bool = False) -> bool:
+    """Lock the run dir, build the daemon and serve until stopped. Raises `DaemonLocked` when
+    another daemon holds the directory. Returns `serve`'s abandoned flag."""
+    run_dir = Path(run_dir).resolve()
+    lock = RunLock(run_dir)
+    stale = lock.acquire()  # before loading any model, so a second daemon is refused at once
+    try:
+        logger = open_log(run_dir, cfg.daemon.log_max_bytes, cfg.daemon.log_backups)
+        logger.info("starting", extra={"data": {"pid": os.getpid(), "run_dir": str(run_dir)}})
+        if stale is not None:
+            logger.warning("stale_lock", extra={"data": {"previous_pid": stale, "alive": pid_alive(stale)}})
+        write_starting_status(run_dir, time.time(), logger)
+        stop = threading.Event()
+        _on_stop_signals(stop)  # already while the models load: a stop then exits right after
+        daemon = build_daemon(run_dir, cfg, stop, logger)
+        return serve(daemon, exit_when_idle)
+    finally:
+        lock.release()

@@ -1,0 +1,56 @@
+"""Summaries of a harness run: per (suite, method) means over seeds, and the machine it ran on."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from insightloop.core.stats import mean_ci
+from insightloop.evals.harness.records import Aggregate, RunRecord
+
+
+def machine_info() -> dict[str, Any]:
+    """Python, platform, CPU count and the torch / transformers versions, for results.json."""
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return statistics.fmean(xs) if xs else math.nan
+
+
+def aggregate(records: Sequence[RunRecord]) -> list[Aggregate]:
+    """One row per (suite, method), in the order they first appear; failed runs are counted apart."""
+    keys = list(dict.fromkeys((r.suite, r.method) for r in records))
+    out = []
+    for suite, method in keys:
+        rs = [r for r in records if r.suite == suite and r.method == method]
+        ok = [r for r in rs if r.error is None]
+        acc, ci = mean_ci([r.accuracy for r in ok])
+        out.append(
+            Aggregate(
+                suite=suite,
+                method=method,
+                seeds=len(ok),
+                accuracy=acc,
+                ci95=ci,
+                rollouts=_mean([r.rollouts for r in ok]),
+                prompt_tokens_per_problem=_mean([r.prompt_tokens_per_problem for r in ok]),
+                seconds=_mean([r.seconds for r in ok]),
+                failed=len(rs) - len(ok),
+            )
+        )
+    return out
