@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from insightloop.agent.learn.loop import EvalReport, TrainReport
+from insightloop.agent.learn.reports import EvalReport, TrainReport
 from insightloop.apps.runtime import Runtime
 from insightloop.core import events as ev
 from insightloop.core.budget import Budget

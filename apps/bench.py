@@ -11,6 +11,7 @@ Measured, each once after a warm-up and with small fixed sizes (about two minute
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 import time
@@ -18,9 +19,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from insightloop.agent.learn.loop import Learner
+from insightloop.agent.search.domain import ATTEMPT_PRIMER
+from insightloop.agent.search.solve import solve_many
 from insightloop.apps.runtime import Runtime
+from insightloop.core.budget import Budget
 from insightloop.core.config import Config
 from insightloop.core.lm import LM, GenRequest
+from insightloop.core.models import embedded_gguf_path, resolve_policy
+from insightloop.core.task import Task
+from insightloop.evals.suites import load_suite
+from insightloop.evals.verifiers import verify
+from insightloop.memory.store import MemoryStore
+from insightloop.rl.data import GRPOPrompt, chat_render
+from insightloop.rl.grpo import make_grpo_trainer
+from insightloop.rl.policy import load_policy
 from pydantic import BaseModel
 
 PROMPT = "Explain step by step how to compute 17 * 23, then give the result."
@@ -62,7 +75,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def hf_tokens_per_s(cfg: Config, tokens: int = GEN_TOKENS) -> float:
     """One greedy sequence of exactly `tokens` tokens through the hf backend."""
-    from insightloop.agent.backends.hf import HFBackend
+    from insightloop.agent.backends.hf import HFBackend  # imports torch
 
     backend = HFBackend(cfg.policy.model_copy(update={"backend": "hf"}), ignore_eos=True)
     req = GenRequest.chat(PROMPT, max_tokens=tokens, temperature=0.0)
@@ -78,7 +91,6 @@ def llama_cpp_tokens_per_s(tokens: int = GEN_TOKENS, threads: int | None = None)
         from llama_cpp import Llama
     except ImportError:
         return None
-    from insightloop.core.models import embedded_gguf_path
 
     llm = Llama(model_path=str(embedded_gguf_path()), n_ctx=512, n_threads=threads, verbose=False)
     msgs = [{"role": "user", "content": PROMPT}]
@@ -88,9 +100,6 @@ def llama_cpp_tokens_per_s(tokens: int = GEN_TOKENS, threads: int | None = None)
 
 
 def mcts_rollouts_per_s(lm: LM, cfg: Config, n_tasks: int = 3) -> tuple[float, int]:
-    from insightloop.agent.search.solve import solve_many
-    from insightloop.evals.suites import load_suite
-
     tasks = load_suite(SUITE, limit=n_tasks)
     scfg = cfg.search.model_copy(update={"strategy": "mcts"})
     secs, eps = _timed(lambda: solve_many(tasks, lm, scfg, max_active=len(tasks)))
@@ -100,11 +109,6 @@ def mcts_rollouts_per_s(lm: LM, cfg: Config, n_tasks: int = 3) -> tuple[float, i
 
 def episode_seconds(lm: LM, cfg: Config, embedder: Any) -> tuple[float, int]:
     """One training episode of the CORE loop on a failed-prone problem, fresh memory."""
-    from insightloop.agent.learn.loop import Learner
-    from insightloop.core.budget import Budget
-    from insightloop.evals.suites import load_suite
-    from insightloop.memory.store import MemoryStore
-
     task = load_suite(SUITE, limit=4)[3]
     with (
         tempfile.TemporaryDirectory(prefix="insightloop-bench-") as tmp,
@@ -118,14 +122,6 @@ def episode_seconds(lm: LM, cfg: Config, embedder: Any) -> tuple[float, int]:
 
 def fold_step_seconds(cfg: Config) -> float:
     """One GRPO optimizer step (one prompt, one group) of the embedded policy through TRL."""
-    from insightloop.agent.search.domain import ATTEMPT_PRIMER
-    from insightloop.core.models import resolve_policy
-    from insightloop.evals.suites import load_suite
-    from insightloop.evals.verifiers import verify
-    from insightloop.rl.data import GRPOPrompt, chat_render
-    from insightloop.rl.grpo import make_grpo_trainer
-    from insightloop.rl.policy import load_policy
-
     grpo = cfg.fold.grpo.model_copy(update={"group_size": 4, "mix_offpolicy": False})
     fc = cfg.fold.model_copy(update={"batch_size": 1, "max_completion_tokens": GEN_TOKENS, "grpo": grpo})
     model, tok = load_policy(resolve_policy(cfg.policy.model))
@@ -138,9 +134,6 @@ def fold_step_seconds(cfg: Config) -> float:
 
 
 def memory_queries_per_s(cfg: Config, embedder: Any, n: int = 300, queries: int = 50) -> float:
-    from insightloop.core.task import Task
-    from insightloop.memory.store import MemoryStore
-
     rng = random.Random(0)
     words = [
         "sum",
@@ -183,8 +176,6 @@ def memory_queries_per_s(cfg: Config, embedder: Any, n: int = 300, queries: int 
 
 def run_bench(cfg: Config, log: Callable[[str], None] = lambda _m: None) -> BenchResult:
     """Every measurement, in order; `log` hears which one is running."""
-    import os
-
     log("hf backend tokens/s")
     hf = hf_tokens_per_s(cfg)
     log("llama.cpp tokens/s")

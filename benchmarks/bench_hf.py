@@ -1,13 +1,15 @@
-"""Throughput of the hf backend on the embedded model.
+"""Throughput of the hf backend on the embedded model, against this machine's matmul rate.
 
-Prints two tables:
-1. completion tokens/s for batch sizes 1, 4, 8, 16 (fixed prompt, fixed decode length: EOS ignored);
-2. prefix reuse off vs on for n=3 samples of a ~300-token prompt: `on (cold)` prefills the prompt
-   once and expands its cache to the 3 samples; `on (warm)` is the search's case, where the prompt
-   extends one seen in an earlier call (a child step after its parent's path) and only the new
-   tokens are prefilled.
+Prints, from one run:
+1. the machine's fp32 matmul rate (GFLOP/s of a 2048 x 2048 `torch.mm`, best of several);
+2. completion tokens/s at batch 1, 8, 32 and 64 (fixed prompt, 64 new tokens, EOS ignored, greedy),
+   the model GFLOP/s that is (2 x parameters per token) and its fraction of the matmul rate;
+3. llama.cpp on the same GGUF file at batch 1, and the ratio, when llama-cpp-python is installed
+   (`pip install llama-cpp-python`: it compiles from source, minutes; never part of the setup);
+4. prefix reuse off vs on for n=3 samples of a ~300-token prompt (cold: the prompt prefilled once;
+   warm: the prompt extends one seen in an earlier call, the search's case).
 
-Run: `.venv/bin/python benchmarks/bench_hf.py [--threads N] [--max-tokens 64]` (about 2 minutes on 2 cores).
+Run: `.venv/bin/python benchmarks/bench_hf.py [--threads N] [--max-tokens 64]`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see agent/backends/hf.py
 
+import torch  # noqa: E402
 from insightloop.agent.backends.hf import HFBackend  # noqa: E402
 from insightloop.core.config import ModelConfig  # noqa: E402
 from insightloop.core.lm import GenRequest  # noqa: E402
@@ -29,27 +32,69 @@ LONG_CONTEXT = (
     "You are solving a logic puzzle. Five friends sit in a row; each owns a different pet and "
     "drinks a different beverage. The person with the cat sits left of the tea drinker. "
 ) * 6
+BATCHES = (1, 8, 32, 64)
 
 
-def _timed(backend: HFBackend, reqs: list[GenRequest], repeats: int) -> tuple[float, int]:
-    """Best seconds over `repeats` runs (least disturbed by other load) and one run's tokens."""
-    times, tokens = [], 0
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Best-of-`repeats` fp32 GFLOP/s of an n x n matrix product with torch's current threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = min(best, (time.perf_counter() - start) / 4)
+    return 2 * n**3 / best / 1e9
+
+
+def tokens_per_s(backend: HFBackend, batch: int, max_tokens: int, repeats: int = 2) -> float:
+    """Best completion tokens/s over `repeats` runs of `batch` identical greedy requests."""
+    reqs = [GenRequest.chat(PROMPT, max_tokens=max_tokens, temperature=0.0)] * batch
+    best = 0.0
     for _ in range(repeats):
         backend.prefixes.clear()
         start = time.perf_counter()
         out = backend.generate(reqs)
-        times.append(time.perf_counter() - start)
         tokens = sum(g.completion_tokens for gens in out for g in gens)
-    return min(times), tokens
+        best = max(best, tokens / (time.perf_counter() - start))
+    return best
 
 
-def batch_table(backend: HFBackend, max_tokens: int) -> None:
-    print(f"\nhf backend throughput, {max_tokens} tokens per sequence, EOS ignored, greedy")
-    print(f"{'batch':>6} {'seconds':>9} {'tokens':>7} {'tokens/s':>9}")
-    for batch in (1, 4, 8, 16):
-        reqs = [GenRequest.chat(PROMPT, max_tokens=max_tokens, temperature=0.0)] * batch
-        secs, toks = _timed(backend, reqs, repeats=2 if batch < 8 else 1)
-        print(f"{batch:>6} {secs:>9.2f} {toks:>7} {toks / secs:>9.1f}")
+def llama_cpp_tokens_per_s(max_tokens: int, threads: int) -> float | None:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    from insightloop.core.models import embedded_gguf_path
+
+    llm = Llama(model_path=str(embedded_gguf_path()), n_ctx=512, n_threads=threads, verbose=False)
+    llm(PROMPT, max_tokens=4)
+    start = time.perf_counter()
+    out = llm(PROMPT, max_tokens=max_tokens, temperature=0.0, ignore_eos=True)  # type: ignore[call-arg]
+    return int(out["usage"]["completion_tokens"]) / (time.perf_counter() - start)
+
+
+def batch_table(backend: HFBackend, max_tokens: int, threads: int) -> dict[int, float]:
+    params = sum(p.numel() for p in backend.model.parameters())
+    peak = matmul_gflops()
+    print(f"\nmachine: {threads} threads, fp32 2048x2048 matmul {peak:.1f} GFLOP/s; model {params / 1e6:.1f}M "
+          f"parameters = {2 * params / 1e9:.3f} GFLOP per token")
+    print(f"hf backend, {max_tokens} tokens per sequence, EOS ignored, greedy")
+    print(f"{'batch':>6} {'tokens/s':>9} {'GFLOP/s':>8} {'of matmul':>10}")
+    rates = {}
+    for batch in BATCHES:
+        rate = tokens_per_s(backend, batch, max_tokens)
+        rates[batch] = rate
+        gflops = rate * 2 * params / 1e9
+        print(f"{batch:>6} {rate:>9.1f} {gflops:>8.1f} {gflops / peak:>10.2f}")
+    llama = llama_cpp_tokens_per_s(max_tokens, threads)
+    if llama is None:
+        print("llama.cpp: llama-cpp-python is not installed (optional); no ratio")
+    else:
+        print(f"llama.cpp batch 1: {llama:.1f} tokens/s; hf / llama.cpp = {rates[1] / llama:.2f} at batch 1, "
+              f"{rates[32] / llama:.2f} at batch 32")
+    return rates
 
 
 def _reuse_once(backend: HFBackend, req: GenRequest, reuse: bool, warm: GenRequest | None) -> float:
@@ -87,9 +132,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--reuse-tokens", type=int, default=16)
     args = parser.parse_args()
-    backend = HFBackend(ModelConfig(threads=args.threads, max_batch=16), ignore_eos=True)
+    backend = HFBackend(ModelConfig(threads=args.threads, max_batch=max(BATCHES)), ignore_eos=True)
     backend.generate([GenRequest.chat(PROMPT, max_tokens=4, temperature=0.0)])  # warm-up
-    batch_table(backend, args.max_tokens)
+    batch_table(backend, args.max_tokens, torch.get_num_threads())
     reuse_table(backend, args.reuse_tokens)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from insightloop.core.lm import Generation
+from insightloop.core.lm import Generation, Scores
 from pydantic import BaseModel, Field, PrivateAttr
 
 
@@ -51,6 +51,15 @@ class Budget(BaseModel):
             self.completion_tokens += g.completion_tokens
             self.usd += g.cost_usd
         self.rollouts += rollouts
+        self._tick()
+
+    def charge_scores(self, scores: list[Scores], prompts: bool = False) -> None:
+        """Charge scoring passes: the scored continuation tokens, and the prompts' tokens when they
+        were not already paid for (an answer choice scores a prompt just generated: cached)."""
+        for s in scores:
+            self.completion_tokens += sum(s.tokens)
+            if prompts:
+                self.prompt_tokens += s.prompt_tokens * len(s.tokens)
         self._tick()
 
     def allows(self, rollouts: int = 1) -> bool:

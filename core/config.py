@@ -58,7 +58,10 @@ class SearchConfig(Strict):
     temperature: float = Field(0.8, ge=0)
     c_uct: float = Field(1.4, ge=0)
     seed: int = 0
-    parallel_tasks: int = Field(8, ge=1, description="tasks searched in lockstep, sharing each LM call")
+    parallel_tasks: int = Field(16, ge=1, description="tasks searched at once, sharing the backend's batch")
+    answer_mode: Literal["free", "choose"] = Field(
+        "choose", description="choose: where the task has a closed answer set (yes/no, option letters) and "
+        "the backend can score, the answer after 'Answer:' is the option of highest likelihood; free: as written")
 
 
 class MemoryConfig(Strict):
@@ -78,8 +81,22 @@ class MemoryConfig(Strict):
     prior_uses: float = Field(1.0, gt=0, description="pseudo-uses before utility outweighs similarity")
     min_score: float | None = Field(0.0, description="retrieve only insights scoring above this")
     embed_device: str = Field("cpu", description="embedder device: cpu, cuda or auto")
-    use_gpu_index: bool = Field(True, description="search on a GPU when faiss-gpu sees one")
+    use_gpu_index: bool = Field(True, description="search on a GPU when faiss-gpu sees one (exact index only)")
     max_sources: int = Field(50, ge=1, description="source episode / task ids kept per insight")
+    hnsw_threshold: int = Field(
+        20_000, ge=1, description="insight vectors from which the index is an HNSW graph (approximate, "
+        "under 2 ms a query at 100k) instead of exact search (linear in the count: ~15 ms at 100k). Built "
+        "by a writer; a read-only opener uses the saved graph or else searches exactly")
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW links per vector: higher recall, more memory "
+                        "(8·m bytes a vector) and slower insertion")
+    hnsw_ef_construction: int = Field(40, ge=8, description="HNSW candidate list while inserting: graph "
+                                      "quality against build time")
+    hnsw_ef_search: int = Field(512, ge=1, description="HNSW candidate list per query (k if larger): "
+                                "recall against latency")
+    hnsw_max_dead: float = Field(0.2, gt=0, le=1, description="fraction of removed vectors still in the "
+                                 "HNSW graph at which it is rebuilt without them")
+    index_threads: int = Field(0, ge=0, description="faiss OpenMP threads for index builds and batched "
+                               "searches (0: the CPUs this process may use); a single query uses one")
 
 
 class LoopConfig(Strict):
@@ -101,6 +118,17 @@ class LoopConfig(Strict):
     eval_temperature: float = Field(0.0, ge=0, description="0: greedy, a deterministic paired measurement")
     admission_temperature: float | None = Field(
         None, ge=0, description="temperature of the admission try; unset: eval_temperature")
+    examples: bool = Field(True, description="learn worked examples (a problem and a short verified solution) "
+                           "from correct attempts and verified synthesized chains, beside rules")
+    example_chars: int = Field(600, ge=50, description="longest worked-example solution kept, in characters")
+    admission: Literal["paired", "source"] = Field(
+        "paired", description="paired: a candidate must raise the likelihood of verified solutions of the "
+        "training problems (with vs without it, per problem); source: one try on its source problem (CORE)")
+    admission_problems: int = Field(8, ge=1, description="training problems a paired admission test scores")
+    admission_min_gain: float = Field(0.02, description="least mean gain, in nats per reference token")
+    admission_level: float = Field(0.9, gt=0.5, lt=1, description="a candidate is admitted only when the "
+                                   "one-sided bootstrap bound of its mean gain at this level is above zero")
+    analyst_drafts: int = Field(3, ge=1, description="candidate rules sampled per contrast pair")
 
 
 class GRPOFoldConfig(Strict):

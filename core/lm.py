@@ -78,6 +78,36 @@ class LM(Protocol):
     def generate(self, reqs: list[GenRequest]) -> list[list[Generation]]: ...
 
 
+class ScoreRequest(BaseModel):
+    """Continuations to score after a prompt (chat messages plus an assistant text)."""
+
+    model_config = ConfigDict(frozen=True)
+    messages: tuple[Message, ...]
+    assistant_prefix: str = ""
+    continuations: tuple[str, ...] = Field(min_length=1)
+
+
+class Scores(BaseModel):
+    """Total log-probability (nats) of each continuation, their token counts, the prompt's tokens."""
+
+    logprobs: list[float]
+    tokens: list[int]
+    prompt_tokens: int
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """An LM that can score given continuations (teacher forcing) instead of sampling.
+
+    Contract: `score(reqs)` returns one `Scores` per request, with one log-probability per
+    continuation: log P(continuation | rendered prompt + assistant_prefix), summed over its tokens.
+    Used to choose among a closed set of answers and to measure how a memory item changes the
+    likelihood of a verified solution.
+    """
+
+    def score(self, reqs: list[ScoreRequest]) -> list[Scores]: ...
+
+
 class GenStream(Protocol):
     """Requests in flight on one backend, answered as each completes (continuous batching).
 

@@ -47,3 +47,14 @@ class Verifier(Protocol):
     def extract(self, task: Task, completion: str) -> str | None: ...
 
     def verify(self, task: Task, completion: str) -> Reward: ...
+
+
+@runtime_checkable
+class ClosedAnswers(Protocol):
+    """A verifier whose tasks may have a closed answer set: labels (Yes/No) or option letters.
+
+    Contract: `options(task)` returns every answer the verifier would accept for some reference, in
+    the form a solver should write after `Answer:`, or None when the set is open or unknown.
+    """
+
+    def options(self, task: Task) -> tuple[str, ...] | None: ...

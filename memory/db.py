@@ -42,6 +42,7 @@ INSIGHT_COLUMNS = (
     "version",
     "absorbed",
     "meta",
+    "solution",
 )
 _JSON_FIELDS = ("source_episodes", "source_tasks", "meta")
 SELECT_INSIGHT = "SELECT " + ", ".join(INSIGHT_COLUMNS) + " FROM insights"

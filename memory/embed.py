@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from insightloop.core.models import resolve_embedder
 
 HASHING = "hashing"
 
@@ -151,6 +152,4 @@ def make_embedder(spec: str, device: str = "cpu") -> Embedder:
     if spec == HASHING or spec.startswith(HASHING + "-"):
         dim = int(spec.split("-", 1)[1]) if "-" in spec else 256
         return HashingEmbedder(dim)
-    from insightloop.core.models import resolve_embedder
-
     return SentenceTransformerEmbedder(resolve_embedder(spec), device=device)

@@ -1,8 +1,10 @@
 """`Episodes`: every solved episode of a run, kept whole in the run's memory database.
 
 The memory database is the one place episodes live: the console lists them, the fold learns from
-them. `open_episodes` opens this part alone, without an embedder, for callers that only store or read
-episodes (`insightloop solve --run-dir`, the fold); `load_episodes` reads them all.
+them. Each row also carries the episode's summary (`memory.summaries`), written in the same
+statement, so totals and curves never parse the bodies. `open_episodes` opens this part alone,
+without an embedder, for callers that only store or read episodes (`insightloop solve --run-dir`,
+the fold); `load_episodes` reads them all.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from typing import Any
 from insightloop.core.episode import Episode
 from insightloop.memory.db import DB_NAME
 from insightloop.memory.session import Session
+from insightloop.memory.summaries import SUMMARY_NAMES, EpisodeSummary, read_summaries, summary_values
+
+_COLUMNS = ("id", "task_id", "family", "reward", "correct", "created", "body", *SUMMARY_NAMES)
+_INSERT = f"INSERT OR REPLACE INTO episodes ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
 class Episodes:
@@ -29,9 +35,9 @@ class Episodes:
         reward = ep.reward.score if ep.reward is not None else None
         with self.session.write("episode") as tx:
             tx.conn.execute(
-                "INSERT OR REPLACE INTO episodes (id, task_id, family, reward, correct, created, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (ep.id, ep.task.id, ep.task.family, reward, int(ep.correct), ep.started, ep.model_dump_json()),
+                _INSERT,
+                (ep.id, ep.task.id, ep.task.family, reward, int(ep.correct), ep.started, ep.model_dump_json(),
+                 *summary_values(ep)),
             )
             tx.payload = {
                 "id": ep.id,
@@ -56,6 +62,11 @@ class Episodes:
         with self.session.read() as conn:
             bodies = [r[0] for r in conn.execute(sql)]
         return [Episode.model_validate_json(b) for b in reversed(bodies)]
+
+    def summaries(self) -> list[EpisodeSummary]:
+        """Every episode's summary (no tree), oldest first: for totals and curves."""
+        with self.session.read() as conn:
+            return read_summaries(conn)
 
     def by_id(self) -> list[Episode]:
         """Every episode, in id order: an order that does not depend on clocks, for seeded sampling."""

@@ -1,6 +1,7 @@
 """`Indexes`: the in-memory vector indexes of one memory, kept in step with its database.
 
-Three indexes: insights (saved as `index.faiss`, stamped with the memory version and the embedder,
+Three indexes: insights (exact search or an HNSW graph by size, see `memory.index`; saved as
+`index.faiss`, stamped with the memory version and the embedder,
 reloaded when the stamp matches and rebuilt from SQLite when it is missing, stale or corrupt), and
 the training tasks and attempts (`Catalog`s, rebuilt on open in milliseconds). Nothing is embedded
 or loaded until a query needs it, so opening a memory to list or diff never loads the embedding model.
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from insightloop.core.config import MemoryConfig
 from insightloop.memory import db
 from insightloop.memory.index import VectorIndex
 from insightloop.memory.session import Session
@@ -57,11 +59,12 @@ class Loaded:
 class Indexes:
     """Loads, refreshes and saves a memory's vector indexes (see the module docstring)."""
 
-    def __init__(self, session: Session, vectors: Vectors, path: Path, use_gpu: bool) -> None:
+    def __init__(self, session: Session, vectors: Vectors, path: Path, cfg: MemoryConfig) -> None:
         self.session = session
         self.vectors = vectors
         self.path = path
-        self.use_gpu = use_gpu
+        self.cfg = cfg
+        self.use_gpu = cfg.use_gpu_index
         self.state = "not loaded"
         self._loaded: Loaded | None = None
         self._seen = -1
@@ -108,22 +111,28 @@ class Indexes:
         dim = self.vectors.dim
         with self.session.read() as conn:
             version = db.current_version(conn)
-            saved, reason = VectorIndex.load(self.path, dim, self._stamp(version), self.use_gpu)
+            # A reader never builds a graph: it cannot save one, so every reader would build it again.
+            build = not self.session.readonly
+            saved, reason = VectorIndex.load(self.path, dim, self._stamp(version), self.use_gpu, self.cfg, build)
             if saved is None or not self.vectors.stored_ok:
                 rows = conn.execute("SELECT n, embedding, text FROM insights").fetchall()
-                saved = VectorIndex(dim, self.use_gpu)
+                saved = VectorIndex(dim, self.use_gpu, self.cfg, build_graph=build)
                 ns = np.array([r[0] for r in rows], dtype=np.int64)
                 saved.add(ns, self.vectors.rows([(r[1], r[2]) for r in rows]))
                 self.state = f"rebuilt ({reason if reason != 'loaded' else 'embedder changed'})"
             else:
                 self.state = "loaded"
-            # Tasks and attempts are only searched here, never saved: a CPU index is enough.
-            loaded = Loaded(saved, Catalog(VectorIndex(dim, use_gpu=False)), Catalog(VectorIndex(dim, False)))
+            # Tasks and attempts are only searched here, never saved, and rebuilt on every open: an exact
+            # CPU index (a graph would cost seconds per open at the sizes where it starts to pay).
+            loaded = Loaded(saved, Catalog(self._catalog_index(dim)), Catalog(self._catalog_index(dim)))
             self._load_catalogs(conn, loaded)
             self._loaded, self._seen = loaded, version
         if self.state != "loaded" and not self.session.readonly:
             self._save()
         return loaded
+
+    def _catalog_index(self, dim: int) -> VectorIndex:
+        return VectorIndex(dim, use_gpu=False, cfg=self.cfg, build_graph=False)
 
     def _load_catalogs(self, conn: sqlite3.Connection, loaded: Loaded) -> None:
         """Add the task and attempt rows newer than those already indexed."""

@@ -15,9 +15,12 @@ from typing import Any
 from insightloop.core.config import MemoryConfig
 from insightloop.memory import db
 from insightloop.memory.indexes import Indexes
-from insightloop.memory.records import Insight, InsightKind, InsightStatus, clean_text
+from insightloop.memory.records import Insight, InsightKind, InsightStatus, clean_block, clean_text
 from insightloop.memory.session import Session
 from insightloop.memory.vectors import Vectors
+
+# A worked example keeps its layout and may be longer than a rule: a problem and its solution.
+EXAMPLE_CHARS = 2000
 
 _SORTS = {
     "utility": "CASE WHEN uses > 0 THEN utility_sum / uses ELSE 0 END DESC, uses DESC, n",
@@ -95,12 +98,15 @@ class Insights:
         model: str = "",
         meta: dict[str, Any] | None = None,
         status: InsightStatus = "pending",
+        solution: str = "",
     ) -> tuple[Insight, bool]:
         """Add a candidate insight (cleaned and length-capped); True if it is new. A near-duplicate
         (cosine >= cfg.dedup_threshold with any stored insight, retired ones included, so a harmful
         lesson is not readmitted under new wording) merges its support into the existing one."""
-        text = self._clean(text)
+        example = kind == "example"
+        text = clean_block(text, EXAMPLE_CHARS) if example else self._clean(text)
         draft = Insight(
+            solution=clean_block(solution, EXAMPLE_CHARS) if example else "",
             id="new",  # the real id is drawn inside the write transaction
             text=text,
             kind=kind,
@@ -114,8 +120,12 @@ class Insights:
         )
         vec = self.vectors.one(text)
         with self.session.lock:
-            near = self.indexes.nearest(vec)
+            # Rules merge with a near-duplicate of any kind; a worked example only with the same problem's.
+            near = None if example else self.indexes.nearest(vec)
             with self.session.write("add") as tx:
+                existing = _same_example(tx, text) if example else None
+                if existing is not None:
+                    return self._merge(tx, existing, source_episode, source_task, 1.0), False
                 if near is not None and near[1] >= self.cfg.dedup_threshold:
                     existing = _by_n(tx, near[0])
                     if existing is not None:
@@ -174,7 +184,9 @@ class Insights:
         reason. On an insight that is no longer pending the verdict is only recorded in `meta`."""
 
         def change(ins: Insight) -> Insight:
-            meta = {**ins.meta, "admission": {"admitted": admitted, "reason": reason}}
+            # Keep what the test measured (gains, bounds) beside its verdict.
+            meta = {**ins.meta, "admission": {**ins.meta.get("admission", {}), "admitted": admitted,
+                                              "reason": reason}}
             status = ins.status
             if ins.status == "pending":
                 status = "active" if admitted else "retired"
@@ -235,3 +247,9 @@ def _by_n(tx: db.Tx, n: int) -> Insight | None:
     """The insight at row number `n` (as an index search names it), if it still exists."""
     row = tx.conn.execute("SELECT id FROM insights WHERE n = ?", (n,)).fetchone()
     return tx.get(row[0]) if row else None
+
+
+def _same_example(tx: db.Tx, problem: str) -> Insight | None:
+    """The stored worked example of the same problem, if any."""
+    row = tx.conn.execute(db.SELECT_INSIGHT + " WHERE kind = 'example' AND text = ?", (problem,)).fetchone()
+    return db.insight_from_row(row) if row else None

@@ -1,4 +1,4 @@
-"""Memory records: `Insight` (a learned, short natural-language lesson with its measured utility),
+"""Memory records: `Insight` (a learned memory item — a rule, or a worked example — with its measured utility),
 `Attempt` (a verified correct attempt kept for contrast), and the version/diff records.
 
 Records are pydantic models that round-trip through JSON; the store keeps them as typed columns,
@@ -16,9 +16,9 @@ from typing import Any, Literal
 from insightloop.core.stats import interval_from_sums
 from pydantic import BaseModel, Field
 
-InsightKind = Literal["strategy", "constraint", "format", "pitfall"]
+InsightKind = Literal["strategy", "constraint", "format", "pitfall", "example"]
 InsightStatus = Literal["active", "retired", "pending"]
-KINDS: tuple[str, ...] = ("strategy", "constraint", "format", "pitfall")
+KINDS: tuple[str, ...] = ("strategy", "constraint", "format", "pitfall", "example")
 STATUSES: tuple[str, ...] = ("active", "retired", "pending")
 # An utility is reward − baseline with both in [0, 1], so every bound lives in [-1, 1].
 UTILITY_RANGE = (-1.0, 1.0)
@@ -26,6 +26,16 @@ UTILITY_RANGE = (-1.0, 1.0)
 
 def new_id(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def clean_block(text: str, max_chars: int) -> str:
+    """Like `clean_text`, but keeps line breaks (a worked example's problem and solution are laid out
+    in lines); runs of spaces within a line collapse, and the length is capped."""
+    lines = [clean_text(line, max_chars) for line in text.replace("\r", "").split("\n")]
+    out = "\n".join(lines).strip("\n")
+    while "\n\n\n" in out:
+        out = out.replace("\n\n\n", "\n\n")
+    return out[:max_chars].rstrip()
 
 
 def clean_text(text: str, max_chars: int) -> str:
@@ -50,7 +60,11 @@ def clean_text(text: str, max_chars: int) -> str:
 
 
 class Insight(BaseModel):
-    """A learned lesson and its measured effect.
+    """A learned memory item and its measured effect.
+
+    Rules (`strategy`, `constraint`, `format`, `pitfall`) are one line of guidance in `text`. A
+    worked example (`example`) is a training problem in `text` and a short verified solution of it,
+    ending in its answer line, in `solution`; the solver shows it as an earlier exchange.
 
     `uses`, `utility_sum`, `utility_sq` and `successes` accumulate `reward − baseline` over every
     episode that had the insight in its prompt. `version` is the memory version of the row's last
@@ -75,6 +89,7 @@ class Insight(BaseModel):
     version: int = Field(0, ge=0)
     absorbed: bool = False
     meta: dict[str, Any] = Field(default_factory=dict)
+    solution: str = ""
 
     @property
     def utility(self) -> float:
@@ -95,8 +110,8 @@ class Insight(BaseModel):
 
     @property
     def prompt_tokens(self) -> int:
-        """Approximate prompt cost of the text (4 characters per token)."""
-        return math.ceil(len(self.text) / 4)
+        """Approximate prompt cost of the item (4 characters per token)."""
+        return math.ceil((len(self.text) + len(self.solution)) / 4)
 
 
 class TaskStats(BaseModel):

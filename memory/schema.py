@@ -19,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from insightloop.memory.errors import MemoryFileError, MemoryVersionError
+from insightloop.memory.summaries import add_summary_columns
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
 _V1 = (
     """CREATE TABLE IF NOT EXISTS insights (
@@ -115,8 +116,18 @@ def _create_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _add_solution(conn: sqlite3.Connection) -> None:
+    """2 → 3: worked examples keep their verified solution beside the problem (rules leave it empty).
+    A file whose recorded version lags its tables (written before versions were kept) has it already."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(insights)")}
+    if "solution" not in columns:
+        conn.execute("ALTER TABLE insights ADD COLUMN solution TEXT NOT NULL DEFAULT ''")
+
+
 # MIGRATIONS[v] takes a database from version v to v + 1; a new schema version adds one step here.
-MIGRATIONS: dict[int, Migration] = {0: _create_v1}
+# 1 → 2: per-episode summary columns, filled from the stored bodies (see `memory.summaries`).
+# 2 → 3: the `solution` of worked-example items.
+MIGRATIONS: dict[int, Migration] = {0: _create_v1, 1: add_summary_columns, 2: _add_solution}
 
 
 def user_version(conn: sqlite3.Connection) -> int:

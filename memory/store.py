@@ -49,6 +49,7 @@ from insightloop.memory.records import (
 )
 from insightloop.memory.retrieval import ScoredInsight
 from insightloop.memory.session import Session
+from insightloop.memory.summaries import EpisodeSummary
 from insightloop.memory.vectors import Vectors
 
 INDEX_NAME = "index.faiss"
@@ -68,7 +69,7 @@ class MemoryStore:
         self.readonly = session.readonly
         self.session = session
         self.vectors = Vectors(session, embedder)
-        self.indexes = Indexes(session, self.vectors, run_dir / INDEX_NAME, cfg.use_gpu_index)
+        self.indexes = Indexes(session, self.vectors, run_dir / INDEX_NAME, cfg)
         self.insights = Insights(session, self.vectors, self.indexes, cfg)
         self.ledger = CreditLedger(session, self.vectors)
         self.recall = Recall(session, self.vectors, self.indexes, cfg)
@@ -170,10 +171,12 @@ class MemoryStore:
         model: str = "",
         meta: dict[str, Any] | None = None,
         status: InsightStatus = "pending",
+        solution: str = "",
     ) -> tuple[Insight, bool]:
-        """Add a candidate insight; True if it is new, False if it merged into a near-duplicate."""
+        """Add a candidate item; True if it is new, False if it merged into a near-duplicate (a worked
+        example: the same problem's). `solution` is a worked example's verified solution."""
         return self.insights.add(
-            text, kind, applies_when, family, source_episode, source_task, model, meta, status
+            text, kind, applies_when, family, source_episode, source_task, model, meta, status, solution
         )
 
     def edit(self, insight_id: str, text: str) -> Insight:
@@ -272,6 +275,10 @@ class MemoryStore:
     def list_episodes(self, failed_only: bool = False, limit: int | None = None) -> list[Episode]:
         """Episodes, oldest first (the last `limit` when given)."""
         return self.episodes.list_episodes(failed_only, limit)
+
+    def episode_summaries(self) -> list[EpisodeSummary]:
+        """Every episode's summary (spend, outcome, insights used; no tree), oldest first."""
+        return self.episodes.summaries()
 
     # ---- versions and transfer (`History`) ---------------------------------------------------
     def events(self, since_version: int = 0) -> list[MemoryEvent]:

@@ -17,16 +17,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from insightloop.agent.backends import make_lm
 from insightloop.core.config import Config, FoldConfig
 from insightloop.core.episode import Chain, Episode
+from insightloop.core.models import resolve_policy
 from insightloop.core.task import Reward, Task
+from insightloop.evals.verifiers import verify
 from insightloop.memory.chains import load_chains
 from insightloop.memory.episodes import load_episodes
 from insightloop.memory.records import Insight
 from insightloop.rl import checkpoints as ck
 from insightloop.rl.data import build_dpo_pairs, build_grpo_prompts, build_sft_examples, chat_render
+from insightloop.rl.dpo import make_dpo_trainer
 from insightloop.rl.gate import GateResult, InsightRetest, gate, retest_insight
+from insightloop.rl.grpo import make_grpo_trainer
 from insightloop.rl.policy import load_policy, trained_model
+from insightloop.rl.sft import make_sft_trainer
 from pydantic import BaseModel, Field
 
 Method = Literal["grpo", "sft", "dpo"]
@@ -105,8 +111,6 @@ def load_fold_data(run_dir: str | Path, cfg: Config) -> FoldData:
 
 
 def _default_verify() -> VerifyFn:
-    from insightloop.evals.verifiers import verify
-
     return verify
 
 
@@ -144,10 +148,6 @@ def _metrics(log_history: Sequence[dict[str, Any]]) -> dict[str, float]:
 def _trainer(method: str, model: Any, tok: Any, data: FoldData, fc: FoldConfig, work: str,
              verify: VerifyFn, seed: int, cb: Any) -> tuple[Any, dict[str, int], Any]:
     """The TRL trainer for `method`, the data counts, and (GRPO only) the mixed-policy rollout."""
-    from insightloop.rl.dpo import make_dpo_trainer
-    from insightloop.rl.grpo import make_grpo_trainer
-    from insightloop.rl.sft import make_sft_trainer
-
     render, ins = chat_render(tok), (data.insights if fc.include_insights else {})
     if method == "grpo":
         rng = random.Random(seed)
@@ -167,8 +167,6 @@ def _trainer(method: str, model: Any, tok: Any, data: FoldData, fc: FoldConfig, 
 def _warm_start(model: Any, tok: Any, data: FoldData, fc: FoldConfig, seed: int,
                 on_event: OnFoldEvent | None) -> tuple[Any, int]:
     """Optional SFT on the verified chains alone, before the main method."""
-    from insightloop.rl.sft import make_sft_trainer
-
     examples = build_sft_examples([], data.chains, chat_render(tok))
     if not examples:
         return model, 0
@@ -199,8 +197,6 @@ def train(model: Any, tok: Any, data: FoldData, fc: FoldConfig, verify: VerifyFn
 
 def _live_backend(cfg: Config, path: str) -> Any:
     """A local backend on `path` (vllm if so configured, else hf) when the caller passes no live policy."""
-    from insightloop.agent.backends import make_lm
-
     backend = "vllm" if cfg.policy.backend == "vllm" else "hf"
     return make_lm(cfg.policy.model_copy(update={"backend": backend, "model": path}))
 
@@ -234,8 +230,6 @@ def _retest(lm: Any, store: InsightStore, episodes: Sequence[Episode], cfg: Conf
 
 def _start_point(run_dir: str | Path, cfg: Config) -> tuple[str, str, str | None]:
     """(weights to train from, the original base model, the parent checkpoint folder or None)."""
-    from insightloop.core.models import resolve_policy
-
     parent = ck.current(run_dir)
     if parent is None:
         return resolve_policy(cfg.policy.model), cfg.policy.model, None

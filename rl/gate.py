@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from insightloop.agent.search.solve import solve_many
 from insightloop.core.config import Config, SearchConfig
 from insightloop.core.task import Task
 from pydantic import BaseModel, Field
@@ -65,8 +66,6 @@ def decide(old: Sequence[float], new: Sequence[float], tolerance: float, z: floa
 def scores(lm: Any, tasks: Sequence[Task], search: SearchConfig,
            insights_for: InsightsFor | None = None) -> list[float]:
     """Per-task reward of one greedy solver attempt with the weights `lm` serves now."""
-    from insightloop.agent.search.solve import solve_many
-
     episodes = solve_many(tasks, lm, search, insights_for)
     return [ep.reward.score if ep.reward is not None else 0.0 for ep in episodes]
 

@@ -54,10 +54,12 @@ class FakeLM:
                 text=" adding numbers, carry the tens digit first.", prompt_tokens=30, completion_tokens=10
             )
         answer = user.split("=")[-1].strip()
-        helped = any(k in system for k in ("carry the tens", "Worked example", "Past attempt"))
+        demos = len(req.messages) > 2  # worked examples come as earlier exchanges
+        helped = demos or any(k in system for k in ("carry the tens", "Past attempt"))
         lucky = req.temperature > 0 and _h(req.seed, i, req.assistant_prefix, user) % 3 == 0
         body = " add.\n\nAnswer: " + (answer if helped or lucky else "0")
-        return Generation(text=body, prompt_tokens=len(system + user) // 4, completion_tokens=5)
+        prompt = sum(len(m.content) for m in req.messages)
+        return Generation(text=body, prompt_tokens=prompt // 4, completion_tokens=5)
 
 
 def _suite(tmp_path: Path, n: int = 14) -> str:

@@ -96,7 +96,7 @@ class FakeStore:
 
     def add_insight(self, text: str, kind: str, applies_when: str, family: str | None,
                     source_episode: str | None, source_task: str | None, model: str,
-                    meta: dict[str, Any]) -> tuple[Insight, bool]:
+                    meta: dict[str, Any], *, solution: str = "") -> tuple[Insight, bool]:
         for ins in self.insights.values():
             if ins.text == text:
                 return ins, False

@@ -6,6 +6,8 @@ import hashlib
 import math
 import random
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from insightloop.agent.search.domain import ReasoningDomain, normalize_step, step_key
@@ -15,7 +17,7 @@ from insightloop.core.budget import Budget
 from insightloop.core.config import SearchConfig
 from insightloop.core.episode import Episode, Node, SearchTree
 from insightloop.core.events import EpisodeFinished, EpisodeStarted
-from insightloop.core.lm import Generation, GenRequest
+from insightloop.core.lm import Generation, GenRequest, ScoreRequest, Scores
 from insightloop.core.task import Reward, Task
 
 
@@ -264,11 +266,11 @@ def test_token_budget_stops_search() -> None:
 def test_solve_cli_table_json_and_run_dir_on_a_fake_lm(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     import json
 
-    import insightloop.agent.backends as backends
+    import insightloop.apps.runtime as runtime
     from insightloop.apps.cli.main import app
     from typer.testing import CliRunner
 
-    monkeypatch.setattr(backends, "make_lm", lambda cfg: FakeLM())
+    monkeypatch.setattr(runtime, "make_lm", lambda cfg: FakeLM())
     runner = CliRunner()
     table = runner.invoke(app, ["solve", "--suite", "bbh/multistep_arithmetic_two", "--limit", "2",
                                 "--budget", "4", "--run-dir", str(tmp_path)])
@@ -284,3 +286,93 @@ def test_solve_cli_table_json_and_run_dir_on_a_fake_lm(monkeypatch: pytest.Monke
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["rollouts"] == 3 and report["tasks"] == 1
     assert report["accuracy"] == (1.0 if report["rows"][0]["answer"] == "42" else 0.0)
+
+
+# ---- closed answer sets and streaming ----------------------------------------------------------
+
+class LabelVerifier(FakeVerifier):
+    """A yes/no task's verifier that knows its closed answer set."""
+
+    def options(self, task: Task) -> tuple[str, ...] | None:
+        return ("Yes", "No")
+
+
+class ScoringLM(FakeLM):
+    """Writes a free answer `Maybe`; as a scorer it finds ` No` more likely than ` Yes` everywhere."""
+
+    def __init__(self) -> None:
+        super().__init__(steps=(" think", " Answer: Maybe", " look again"))
+        self.scored: list[ScoreRequest] = []
+
+    def _one(self, req: GenRequest, i: int) -> Generation:
+        gen = super()._one(req, i)
+        return gen if req.stop else gen.model_copy(update={"text": " carry on\n\nAnswer: Maybe\n"})
+
+    def score(self, reqs: list[ScoreRequest]) -> list[Scores]:
+        self.scored += reqs
+        return [Scores(logprobs=[-2.0 if c == " Yes" else -0.5 for c in r.continuations],
+                       tokens=[1] * len(r.continuations), prompt_tokens=5) for r in reqs]
+
+
+class StreamingFake(ScoringLM):
+    """The same fake behind the streaming interface: requests complete one at a time, latest first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.streams = 0
+
+    @contextmanager
+    def stream(self) -> Iterator[object]:
+        self.streams += 1
+        fake = self
+
+        class _S:
+            def __init__(self) -> None:
+                self.queue: list[tuple[object, GenRequest]] = []
+
+            def submit(self, key: object, req: GenRequest) -> None:
+                self.queue.append((key, req))
+
+            def wait(self) -> list[tuple[object, list[Generation]]]:
+                if not self.queue:
+                    return []
+                key, req = self.queue.pop()
+                return [(key, fake.generate([req])[0])]
+
+        yield _S()
+
+
+YESNO = Task(id="q", family="yn", prompt="Is 42 even?", answer="Yes", verifier="boolean")
+
+
+@pytest.mark.parametrize("strategy", ["mcts", "sample"])
+def test_choose_mode_replaces_free_answers_by_the_likeliest_option(strategy: str) -> None:
+    lm = ScoringLM()
+    ep = solve(YESNO, lm, _cfg(strategy=strategy, rollouts=4), verifier=LabelVerifier())
+    assert lm.scored and all(r.continuations == (" Yes", " No") for r in lm.scored)
+    assert {t.parsed_answer for t in ep.trajectories} == {"No"}
+    assert all(t.text.endswith("Answer: No") for t in ep.trajectories)
+    assert all(r.assistant_prefix.endswith("Answer:") for r in lm.scored)
+    free = solve(YESNO, ScoringLM(), _cfg(strategy=strategy, rollouts=4, answer_mode="free"),
+                 verifier=LabelVerifier())
+    assert {t.parsed_answer for t in free.trajectories} == {"Maybe"}
+
+
+def test_choose_mode_needs_a_scorer_and_a_closed_set() -> None:
+    plain = solve(YESNO, FakeLM(), _cfg(strategy="sample", rollouts=2), verifier=LabelVerifier())
+    assert all("Answer: 4" in t.text for t in plain.trajectories)  # no scorer: free answers stand
+    lm = ScoringLM()
+    solve(TASK, lm, _cfg(strategy="sample", rollouts=2), verifier=FakeVerifier())
+    assert lm.scored == []  # an open answer set is never scored
+
+
+def test_streaming_driver_gives_the_lockstep_results() -> None:
+    tasks = [YESNO.model_copy(update={"id": f"q{i}"}) for i in range(5)]
+    streamed_lm = StreamingFake()
+    streamed = solve_many(tasks, streamed_lm, _cfg(rollouts=5), verifier=LabelVerifier(), max_active=3)
+    stepped = solve_many(tasks, ScoringLM(), _cfg(rollouts=5), verifier=LabelVerifier(), max_active=3)
+    assert streamed_lm.streams == 1
+    assert [e.task.id for e in streamed] == [t.id for t in tasks]
+    for a, b in zip(streamed, stepped, strict=True):
+        assert [n.step_text for n in a.tree.nodes] == [n.step_text for n in b.tree.nodes]
+        assert a.rollouts == b.rollouts == 5 and a.answer == b.answer == "No"

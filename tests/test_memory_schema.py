@@ -6,7 +6,9 @@ import sqlite3
 
 import pytest
 from insightloop.core.config import MemoryConfig
+from insightloop.core.episode import Episode
 from insightloop.core.errors import UserError
+from insightloop.core.task import Reward, Task
 from insightloop.memory import schema
 from insightloop.memory.embed import HashingEmbedder
 from insightloop.memory.errors import MemoryFileError, MemoryVersionError
@@ -116,3 +118,46 @@ def test_a_file_that_is_not_a_memory_database_is_named_with_what_to_do(tmp_path,
     message = str(info.value)
     assert str(db) in message and "restore" in message and "move the file aside" in message
     assert db.read_bytes() == before  # refused, not repaired or overwritten
+
+
+def _version_1_file(db, episodes):
+    """A memory as version 1 wrote it: the v1 tables, episodes with their bodies and no summaries."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    schema.MIGRATIONS[0](conn)
+    conn.execute("PRAGMA user_version = 1")
+    for ep in episodes:
+        reward = None if ep.reward is None else ep.reward.score
+        conn.execute(
+            "INSERT INTO episodes (id, task_id, family, reward, correct, created, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ep.id, ep.task.id, ep.task.family, reward, int(ep.correct), ep.started, ep.model_dump_json()),
+        )
+    conn.execute("INSERT INTO episodes (id, task_id, family, reward, correct, created, body) "
+                 "VALUES ('broken', 't', NULL, NULL, 0, 5.0, '{not json')")
+    conn.close()
+
+
+def test_version_1_episodes_gain_summaries_filled_from_their_bodies(tmp_path):
+    task = Task(id="t1", family="arith", prompt="What is 2 + 2?", answer="4")
+    episodes = [
+        Episode(id=f"e{i}", task=task, reward=None if i == 3 else Reward(score=float(i % 2)),
+                insights_used=["a"] * (i % 3), rollouts=i, prompt_tokens=10 * i, completion_tokens=i,
+                started=100.0 + i, finished=None if i == 4 else 100.5 + i,
+                meta={"phase": "train", "usd": 0.01 * i})
+        for i in range(1200)  # more than one page of the backfill
+    ]
+    db = tmp_path / "memory.sqlite"
+    _version_1_file(db, episodes)
+    with pytest.raises(MemoryVersionError):
+        _open(tmp_path, readonly=True)
+    with _open(tmp_path) as store:
+        migrated = {s.id: s for s in store.episode_summaries()}
+    assert _pragma(db, "user_version") == schema.SCHEMA_VERSION
+    with _open(tmp_path / "fresh") as store:
+        for ep in episodes:
+            store.add_episode(ep)
+        written = {s.id: s for s in store.episode_summaries()}
+    assert migrated.pop("broken").rollouts == 0  # an unreadable body keeps the defaults
+    assert migrated == written and migrated["e3"].reward is None and migrated["e4"].finished is None
+    with _open(tmp_path, readonly=True) as reader:
+        assert len(reader.episode_summaries()) == 1201

@@ -201,6 +201,22 @@ def test_the_episodes_part_alone_writes_where_the_store_reads(tmp_path):
         assert [e.id for e in s.list_episodes()] == ["b-ep", "a-ep"] and s.version == 2
 
 
+
+def test_episode_summaries_are_written_with_the_episode(store):
+    done = Episode(id="s1", task=T1, reward=Reward(score=1.0), insights_used=["i1", "i2"], rollouts=6,
+                   prompt_tokens=300, completion_tokens=90, started=10.0, finished=12.5,
+                   meta={"phase": "train", "usd": 0.25})
+    open_ = Episode(id="s2", task=T2, started=11.0, meta={"usd": "n/a"})
+    store.add_episode(done)
+    store.add_episode(open_)
+    store.add_episode(done.model_copy(update={"rollouts": 7}))  # a replaced episode keeps one summary
+    first, second = store.episode_summaries()
+    assert (first.id, first.task_id, first.family, first.phase) == ("s1", "t1", "digits", "train")
+    assert (first.reward, first.correct, first.insights_used, first.rollouts) == (1.0, True, 2, 7)
+    assert (first.prompt_tokens, first.completion_tokens, first.usd, first.seconds) == (300, 90, 0.25, 2.5)
+    assert (second.reward, second.correct, second.finished, second.phase) == (None, False, None, None)
+    assert (second.usd, second.seconds, second.insights_used) == (0.0, 0.0, 0)
+
 # ---- versions ---------------------------------------------------------------------------------
 def test_every_change_is_a_versioned_event(store):
     assert store.version == 0 and store.versions() == []

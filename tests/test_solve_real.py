@@ -105,6 +105,9 @@ class _Lockstep:
     def generate(self, reqs: list) -> list:
         return self.inner.generate(reqs)
 
+    def score(self, reqs: list) -> list:
+        return self.inner.score(reqs)  # type: ignore[attr-defined]
+
 
 @pytest.mark.real
 def test_streaming_and_lockstep_drivers_build_the_same_trees(lm: LM) -> None:

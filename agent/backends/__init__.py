@@ -1,11 +1,14 @@
 """LM backends behind the `LM` protocol: hf (embedded default), litellm (APIs), vllm (GPU).
 
-`make_lm(cfg)` builds the backend named by `cfg.backend`; each backend module is imported only
-when chosen, so torch, litellm or vllm load only if needed.
+`make_lm(cfg)` builds the backend named by `cfg.backend`. The litellm and vllm backends import
+their libraries only when constructed; the hf backend module imports torch at its top, so it is
+imported only when chosen.
 """
 
 from __future__ import annotations
 
+from insightloop.agent.backends.api import LiteLLMBackend
+from insightloop.agent.backends.vllm_engine import VLLMBackend
 from insightloop.core.config import ModelConfig
 from insightloop.core.lm import LM
 
@@ -17,11 +20,7 @@ def make_lm(cfg: ModelConfig) -> LM:
 
         return HFBackend(cfg)
     elif cfg.backend == "litellm":
-        from insightloop.agent.backends.api import LiteLLMBackend
-
         return LiteLLMBackend(cfg)
     elif cfg.backend == "vllm":
-        from insightloop.agent.backends.vllm_engine import VLLMBackend
-
         return VLLMBackend(cfg)
     raise ValueError(f"unknown backend {cfg.backend!r}; use one of: hf, litellm, vllm")

@@ -44,7 +44,8 @@ class Row:
     finish: str | None = None
 
 
-Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, BatchCache], torch.Tensor]
+# (ids, attention mask, position ids, cache, last positions to keep) -> logits ([n, vocab] for 1)
+Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, BatchCache, int], torch.Tensor]
 
 
 class Engine:
@@ -93,7 +94,7 @@ class Engine:
         if self.live:
             self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.live), 1))], dim=1)
             ids = torch.tensor(tokens, device=self.device)[:, None]
-            self.logits = self.forward(ids, self.mask, self.pos[:, None], self.cache)
+            self.logits = self.forward(ids, self.mask, self.pos[:, None], self.cache, 1)
             self.pos = self.pos + 1
         else:
             self.logits = None
@@ -128,9 +129,26 @@ class Engine:
             else new_logits
         self.live.extend(rows)
 
-    def _prefill(self, prompts: list[list[int]]) -> tuple[list[KV], torch.Tensor]:
-        """Run each prompt's uncached suffix on top of its cached prefix; cache the prompts."""
-        hits = [self.prefixes.lookup(p) if self.prefixes is not None and self.prefixes.capacity else (0, None)
+    def score(self, seqs: list[list[int]], starts: list[int]) -> list[float]:
+        """Sum of log P(seq[i] | seq[:i]) for i from `starts[k]` on, for each sequence (teacher forcing)."""
+        keep = max(len(s) - st for s, st in zip(seqs, starts, strict=True)) + 1
+        _, logits = self._prefill(seqs, keep=keep, cache_put=False)
+        out = []
+        for k, (seq, st) in enumerate(zip(seqs, starts, strict=True)):
+            n = len(seq) - st
+            rows = logits[k, keep - 1 - n : keep - 1].log_softmax(-1)  # predictions of seq[st:]
+            target = torch.tensor(seq[st:], device=rows.device)
+            out.append(float(rows.gather(1, target[:, None]).sum()))
+        return out
+
+    def _prefill(self, prompts: list[list[int]], keep: int = 1,
+                 cache_put: bool = True) -> tuple[list[KV], torch.Tensor]:
+        """Run each prompt's uncached suffix on top of its cached prefix; cache the prompts.
+
+        Returns the prompts' caches and the logits of their last `keep` positions ([n, keep, vocab]
+        when keep > 1, else [n, vocab]); a cached prefix never covers those positions."""
+        use = self.prefixes is not None and self.prefixes.capacity
+        hits = [self.prefixes.lookup(p[: len(p) - keep + 1]) if use else (0, None)  # type: ignore[union-attr]
                 for p in prompts]
         cached = [n for n, _ in hits]
         cache = BatchCache(self.n_layers)
@@ -149,14 +167,14 @@ class Engine:
                              device=self.device)
         pos = (torch.arange(span, device=self.device)[None, :] + shift[:, None]).clamp(min=0)
         full = torch.cat([cmask, smask], dim=1)
-        logits = self.forward(ids, full, pos, cache)
+        logits = self.forward(ids, full, pos, cache, keep)
         kvs = []
         for i, p in enumerate(prompts):
             cols = full[i].bool().nonzero().squeeze(-1)
             kv = [(lay.keys[i : i + 1, :, cols], lay.values[i : i + 1, :, cols]) for lay in cache.slots]
             kvs.append(kv)
-            if self.prefixes is not None and self.prefixes.capacity:
-                self.prefixes.put(p, kv)
+            if use and cache_put:
+                self.prefixes.put(p, kv)  # type: ignore[union-attr]
         return kvs, logits
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,6 +43,8 @@ from insightloop.core.lm import (
     GenRequest,
     GenStream,
     Message,
+    ScoreRequest,
+    Scores,
     render_plain,
     truncate_at_pattern,
     truncate_at_stop,
@@ -93,7 +95,7 @@ class HFBackend:
         self.model_path = resolve_policy(cfg.model)
         self.name = f"hf:{Path(self.model_path).name}"
         self.prefixes = PrefixCache(cfg.prefix_cache_tokens)
-        self._lock = threading.Lock()  # one model, one KV cache: callers on several threads take turns
+        self._lock = threading.RLock()  # one model: callers on several threads take turns
         self._load(self.model_path, tokenizer=True)
 
     # ---- loading -------------------------------------------------------------------------------
@@ -206,10 +208,40 @@ class HFBackend:
         return Generation(text=text, prompt_tokens=len(row.ids), completion_tokens=len(row.out),
                           finish_reason=reason)
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Cache) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Cache,
+                 keep: int = 1) -> torch.Tensor:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
-                         logits_to_keep=1)
-        return out.logits[:, -1, :].float()
+                         logits_to_keep=keep)
+        return out.logits[:, -1, :].float() if keep == 1 else out.logits.float()
+
+    def score(self, reqs: list[ScoreRequest]) -> list[Scores]:
+        """Log-probability of each continuation after its prompt (see `core.lm.Scorer`)."""
+        seqs, starts, shape = [], [], []
+        for req in reqs:
+            text = self.render(GenRequest(messages=req.messages, assistant_prefix=req.assistant_prefix))
+            prompt = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            for cont in req.continuations:
+                full = list(self.tokenizer(text + cont, add_special_tokens=False)["input_ids"])
+                start = _common_prefix(prompt, full)  # a token may straddle the boundary
+                seqs.append(full)
+                starts.append(min(start, len(full) - 1))
+            shape.append((len(prompt), len(req.continuations)))
+        with self._lock, torch.inference_mode():
+            engine = self.engine()
+            flat: list[float] = []
+            for at in range(0, len(seqs), self.cfg.max_batch):
+                flat += engine.score(seqs[at : at + self.cfg.max_batch], starts[at : at + self.cfg.max_batch])
+        out, at = [], 0
+        for prompt_len, n in shape:
+            out.append(Scores(logprobs=flat[at : at + n], prompt_tokens=prompt_len,
+                              tokens=[len(seqs[k]) - starts[k] for k in range(at, at + n)]))
+            at += n
+        return out
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
 
 
 class _Stream:

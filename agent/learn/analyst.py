@@ -108,6 +108,8 @@ def render_pair(task: Task, pair: Pair, limit: int = 700) -> str:
              f"{good}:\n{_render_attempt(steps_of(pair.positive), limit)}",
              f"REJECTED attempt:\n{_render_attempt(steps_of(pair.negative), limit)}",
              f"The attempts first differ at line {d}."]
+    if pair.rejection:
+        parts.append(f"The verifier rejected the second attempt: {pair.rejection}.")
     whole = {pair.positive.text.strip(), pair.negative.text.strip()}
     if len(pair.siblings) >= 2 and pair.siblings[0].step_text.strip() not in whole:  # samples: nothing new
         best, worst = pair.siblings[0], pair.siblings[-1]
@@ -164,8 +166,9 @@ class Analyst:
     """Asks an LM for an `Analysis` of a pair, in JSON (with feedback retries) or in lines."""
 
     def __init__(self, lm: LM, fmt: Format = "auto", retries: int = 2, max_tokens: int = 160,
-                 temperature: float = 0.3, seed: int = 0):
+                 temperature: float = 0.3, seed: int = 0, drafts: int = 1):
         self.lm = lm
+        self.drafts = drafts
         self.fmt: Format = fmt
         self.retries = retries
         self.max_tokens = max_tokens
@@ -237,19 +240,38 @@ class Analyst:
                           + LINES_SPEC.format(d=p.divergence + 1))] for p in pairs]
         texts = [""] * len(pairs)
         tokens = max(16, self.max_tokens // len(FIELDS))
-        for key, lead in FIELDS:
+        for key, lead in FIELDS[:-1]:
             if budget.exhausted():
-                break
+                return [None] * len(pairs)
             heads = [f"{texts[i]}{key}: {lead.format(d=p.divergence + 1)}" for i, p in enumerate(pairs)]
             gens = self._generate([self._requests(convs[i], prefix=heads[i], max_tokens=tokens, stop=("\n",))
                                    for i in range(len(pairs))], budget)
-            # One line per field, even from a backend that ignores stop strings.
-            texts = [f"{h}{g.text.split(chr(10))[0].rstrip()}\n" for h, g in zip(heads, gens, strict=True)]
-        return [_try_lines(t, p.divergence + 1) for t, p in zip(texts, pairs, strict=True)]
+            texts = [h + _first_line(g.text) for h, g in zip(heads, gens, strict=True)]
+        return [_try_lines(t, p.divergence + 1) for t, p in zip(self._drafts(convs, texts, tokens, budget), pairs,
+                                                               strict=True)]
+
+    def _drafts(self, convs: list[list[Message]], texts: list[str], tokens: int, budget: Budget) -> list[str]:
+        """The INSIGHT line, `drafts` samples per pair: the admission test chooses among them."""
+        if budget.exhausted():
+            return texts
+        key, lead = FIELDS[-1]
+        heads = [f"{t}{key}: {lead}" for t in texts]
+        reqs = [self._requests(c, prefix=h, max_tokens=tokens, stop=("\n",)).model_copy(
+            update={"n": self.drafts, "temperature": max(self.temperature, 0.7 if self.drafts > 1 else 0.0)})
+            for c, h in zip(convs, heads, strict=True)]
+        rows = self.lm.generate(reqs)
+        budget.charge([g for row in rows for g in row])
+        return [t + "".join(f"{key}: {lead}{_first_line(g.text)}" for g in row)
+                for t, row in zip(texts, rows, strict=True)]
 
 
 FIELDS = (("STEP", "At line {d}, the rejected attempt"), ("PIVOT", "The accepted attempt"),
           ("INSIGHT", "When"))
+
+
+def _first_line(text: str) -> str:
+    """One line per field, even from a backend that ignores stop strings."""
+    return text.split("\n")[0].rstrip() + "\n"
 
 
 def _try_lines(text: str, divergence: int) -> Analysis | None:

@@ -22,20 +22,24 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from insightloop.agent.learn.analyst import Analysis, Analyst, leak_reason, synthesize
+from insightloop.agent.learn.admission import AdmissionTest, Candidate, Verdict, answer_line
+from insightloop.agent.learn.analyst import Analysis, Analyst, synthesize
+from insightloop.agent.learn.candidates import chain_candidate, example_candidate, rule_candidates
+from insightloop.agent.learn.memory import Memory
 from insightloop.agent.learn.pairs import Pair, failures_of, memory_pair, select_pairs
+from insightloop.agent.learn.reports import EvalItem, EvalReport, TrainReport
 from insightloop.agent.search.solve import default_verifier, new_episode_id, solve, solve_many
 from insightloop.core import events as ev
 from insightloop.core.budget import Budget
 from insightloop.core.config import Config, SearchConfig
-from insightloop.core.episode import Episode
-from insightloop.core.lm import LM
+from insightloop.core.episode import Chain, Episode
+from insightloop.core.lm import LM, Scorer
+from insightloop.core.prompt import Hint
 from insightloop.core.task import Reward, Task, Verifier
 from insightloop.memory.chains import append_chains
 from insightloop.memory.records import Attempt, Insight
-from pydantic import BaseModel, Field
 
 VerifierFor = Callable[[Task], Verifier]
 Folder = Callable[[], tuple[bool, dict[str, Any]]]
@@ -43,106 +47,18 @@ Folder = Callable[[], tuple[bool, dict[str, Any]]]
 when there is too little data to fold yet. The runtime builds it (folding sits above learning)."""
 
 
-class Memory(Protocol):
-    """The part of `memory.store.MemoryStore` the loop uses (a fake can stand in for tests).
-
-    Contract: `credit` returns the ids it credited (unknown ids are skipped, not an error);
-    `add_insight` returns the stored insight and whether it is new (False: merged into a
-    near-duplicate); `record_admission`, `add_attempt` and `add_episode` return the stored record
-    (the episode is the only record the fold learns from); `retire_if_harmful` returns the insights
-    it retired; `baseline` is the stored no-insight success rate in [0, 1], or None when the task
-    has none.
-    """
-
-    @property
-    def version(self) -> int: ...
-
-    def retrieve(self, task: Task, k: int, train: bool, token_budget: int | None) -> list[Insight]: ...
-
-    def credit(self, insight_ids: list[str], task: Task, reward: float, baseline: float,
-               episode_id: str) -> list[str]: ...
-
-    def add_insight(self, text: str, kind: str, applies_when: str, family: str | None,
-                    source_episode: str | None, source_task: str | None, model: str,
-                    meta: dict[str, Any]) -> tuple[Insight, bool]: ...
-
-    def record_admission(self, insight_id: str, admitted: bool, reason: str) -> Insight: ...
-
-    def retire_if_harmful(self) -> list[Insight]: ...
-
-    def add_attempt(self, attempt: Attempt) -> Attempt: ...
-
-    def similar_attempts(self, text: str, k: int, family: str | None) -> list[tuple[Attempt, float]]: ...
-
-    def add_episode(self, ep: Episode) -> Episode: ...
-
-    def set_baseline(self, task_id: str, rate: float, n: int) -> None: ...
-
-    def baseline(self, task_id: str) -> float | None: ...
-
-
-class TrainReport(BaseModel):
-    """What a `train` call did and spent."""
-
-    episodes: int = 0
-    solved: int = 0
-    rollouts: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    insights_proposed: int = 0
-    insights_admitted: int = 0
-    insights_rejected: int = 0
-    rejections: dict[str, int] = Field(default_factory=dict)
-    analyses: int = 0
-    analyses_failed: int = 0
-    chains_tried: int = 0
-    chains_verified: int = 0
-    folds: int = 0
-    seconds: float = 0.0
-
-
-class EvalItem(BaseModel):
-    """One evaluation problem: its score (mean over attempts) and what it cost."""
-
-    task_id: str
-    score: float
-    correct: bool
-    rollouts: int
-    prompt_tokens: int
-    insight_ids: list[str] = Field(default_factory=list)
-
-
-class EvalReport(BaseModel):
-    """Accuracy over the evaluated problems, with per-item scores for paired comparisons."""
-
-    use_memory: bool
-    items: list[EvalItem] = Field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def accuracy(self) -> float:
-        return sum(i.score for i in self.items) / len(self.items) if self.items else 0.0
-
-    @property
-    def rollouts(self) -> int:
-        return sum(i.rollouts for i in self.items)
-
-    @property
-    def prompt_tokens_per_problem(self) -> float:
-        return sum(i.prompt_tokens for i in self.items) / len(self.items) if self.items else 0.0
-
-
-Candidate = tuple[str, str, Pair, Analysis]  # (text, kind, pair, analysis)
 ADMIT_REASON = "solved its source problem alone in the prompt"
 FAIL_REASON = "did not solve its source problem alone in the prompt"
 
 
-def _clip(text: str, limit: int = 600) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _norm(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+def hints_of(insights: Sequence[Insight]) -> list[Hint]:
+    """Memory items as the solver shows them: worked examples as exchanges, the rest as rules."""
+    return [Hint(kind="example", text=i.text, solution=i.solution) if i.kind == "example" and i.solution
+            else Hint(text=i.text) for i in insights]
 
 
 class Learner:
@@ -167,7 +83,12 @@ class Learner:
         if fmt == "auto" and (cfg.analyst or cfg.policy).model == "embedded":
             fmt = "lines"  # a 135M model does not write valid JSON; do not pay for the tries
         self.analyst = Analyst(analyst, fmt, cfg.loop.analyst_retries, cfg.loop.analyst_tokens,
-                               cfg.loop.analyst_temperature, seed=cfg.seed)
+                               cfg.loop.analyst_temperature, seed=cfg.seed, drafts=cfg.loop.analyst_drafts)
+        paired = cfg.loop.admission == "paired" and isinstance(policy, Scorer)
+        self.admission = AdmissionTest(policy, cfg.loop, random.Random(cfg.seed)) if paired else None  # type: ignore[arg-type]
+        self.references: dict[str, str] = {}  # task id -> its shortest verified solution
+        self.exemplified: set[str] = set()  # task ids with a worked example in memory
+        self.train_tasks: list[Task] = []
         self.baselines: dict[str, float] = {}
         self.stats: dict[str, tuple[int, int]] = {}  # task id -> (training episodes, solved)
         self.report = TrainReport()
@@ -181,7 +102,7 @@ class Learner:
             "strategy": "sample", "rollouts": rollouts or loop.eval_samples,
             "temperature": loop.eval_temperature if temperature is None else temperature})
 
-    def _solve(self, task: Task, scfg: SearchConfig, insights: Sequence[str], budget: Budget,
+    def _solve(self, task: Task, scfg: SearchConfig, insights: Sequence[str | Hint], budget: Budget,
                episode_id: str | None = None) -> Episode:
         rng = random.Random(self.rng.randrange(2**31))
         return solve(task, self.policy, scfg, insights, budget, rng, self.verifier_for(task),
@@ -235,6 +156,7 @@ class Learner:
     def train(self, tasks: Sequence[Task], budget: Budget) -> TrainReport:
         """Baselines for tasks without one, then training episodes until the budget is spent."""
         labeled = [t for t in tasks if t.answer is not None]
+        self.train_tasks = labeled
         budget.start(self.clock)
         start, before = self.clock(), budget.model_copy()
         self.estimate_baselines([t for t in labeled if self._needs_baseline(t)], budget)
@@ -260,7 +182,7 @@ class Learner:
         ep_id = new_episode_id(task)
         self.emit(ev.EpisodeStarted(episode_id=ep_id, task_id=task.id, family=task.family, train=train,
                                     insights=[i.id for i in insights]))
-        ep = self._solve(task, self.cfg.search, [i.text for i in insights], budget, ep_id)
+        ep = self._solve(task, self.cfg.search, hints_of(insights), budget, ep_id)
         ep.meta.update(phase="train" if train else "run", insight_ids=[i.id for i in insights])
         if train and task.answer is not None:
             self._learn(ep, insights, budget)
@@ -291,119 +213,153 @@ class Learner:
         self.stats[task.id] = (n + 1, solved + int(ep.correct))
         self.report.episodes += 1
         self.report.solved += int(ep.correct)
+        cands = self._example_candidates(ep)
         if not ep.correct or any(not t.correct for t in ep.trajectories):
-            self._contrast(ep, budget)
+            cands += self._contrast(ep, budget)
+        self._admit(ep, cands, budget)
         self.store.retire_if_harmful()
 
     def _keep_correct(self, ep: Episode) -> None:
-        """Store each distinct correct attempt: later failures are contrasted with them."""
+        """Store each distinct correct attempt (later failures are contrasted with them); the shortest
+        one per task is the reference the admission test scores."""
         seen: set[str] = set()
         for t in ep.trajectories:
             if t.correct and _norm(t.text) not in seen:
                 seen.add(_norm(t.text))
                 self.store.add_attempt(Attempt(task_id=ep.task.id, task_text=ep.task.prompt,
                                                family=ep.task.family, text=t.text, reward=t.reward))
+                ref = self.references.get(ep.task.id)
+                if t.text.strip() and (ref is None or len(t.text) < len(ref)):
+                    self.references[ep.task.id] = t.text.strip()
 
-    # -- contrast, synthesis, admission -----------------------------------------------------------
+    # -- candidates: worked examples, contrast, synthesis ----------------------------------------
+    def _example_candidates(self, ep: Episode) -> list[Candidate]:
+        """The episode's shortest verified attempt, unless the task already has an example in memory."""
+        loop = self.cfg.loop
+        if not loop.examples or ep.task.id in self.exemplified:
+            return []
+        cand = example_candidate(ep, loop.example_chars)
+        return [cand] if cand is not None else []
+
     def pairs_for(self, ep: Episode) -> list[Pair]:
-        """Tree pairs around the anchor; with no correct attempt, failures vs the closest stored success."""
+        """Tree pairs around the anchor; with no correct attempt, failures vs the closest stored success.
+        Each pair says why the verifier rejected its negative."""
         loop = self.cfg.loop
         pairs = select_pairs(ep.trajectories, loop.pairs, loop.hard_fraction, self.rng, ep.tree)
-        if pairs:
-            return pairs
-        hits = self.store.similar_attempts(ep.task.prompt, 1, ep.task.family)
-        if not hits:
-            return []
-        attempt = hits[0][0]
-        return [memory_pair(f, attempt.text, attempt.task_id)
-                for f in failures_of(ep.trajectories, loop.pairs, self.rng)]
+        if not pairs:
+            hits = self.store.similar_attempts(ep.task.prompt, 1, ep.task.family)
+            if not hits:
+                return []
+            attempt = hits[0][0]
+            pairs = [memory_pair(f, attempt.text, attempt.task_id)
+                     for f in failures_of(ep.trajectories, loop.pairs, self.rng)]
+        return [p.model_copy(update={"rejection": self._rejection(ep.task, p.negative.text)}) for p in pairs]
 
-    def _contrast(self, ep: Episode, budget: Budget) -> None:
+    def _rejection(self, task: Task, text: str) -> str:
+        verdict = self._verify(task, text)
+        if verdict.error:
+            return verdict.error
+        return f"its answer {verdict.parsed_answer!r} is wrong" if verdict.parsed_answer else "no answer"
+
+    def _contrast(self, ep: Episode, budget: Budget) -> list[Candidate]:
         pairs = self.pairs_for(ep)
         if not pairs or budget.exhausted():
-            return
+            return []
         analyses = self.analyst.analyze_many(ep.task, pairs, budget)
         self.report.analyses += len(analyses)
         self.report.analyses_failed += sum(a is None for a in analyses)
         found = [(p, a) for p, a in zip(pairs, analyses, strict=True) if a is not None]
         if not found:
-            return
-        if self.cfg.loop.synthesize:
-            self._synthesize(ep, found[0][1], budget)
-        self._admit(ep, self._candidates(ep, found), budget)
+            return []
+        for pair, analysis in found:
+            for ins in analysis.insights:
+                self.report.insights_proposed += 1
+                self.emit(ev.InsightProposed(text=ins.text, task_id=ep.task.id, episode_id=ep.id,
+                                             pair_kind=pair.kind))
+        rules, rejected = rule_candidates(ep, found, self.cfg.loop.max_candidates)
+        for text, reason in rejected:
+            self._reject(text, ep.task, reason)
+        chain = self._synthesize(ep, found[0][1], budget) if self.cfg.loop.synthesize else None
+        example = chain_candidate(chain, self.cfg.loop.example_chars) if chain is not None else None
+        if example is not None and self.cfg.loop.examples and ep.task.id not in self.exemplified:
+            rules.append(example)
+        return rules
 
     def _reject(self, text: str, task: Task, reason: str) -> None:
         self.report.insights_rejected += 1
         self.report.rejections[reason] = self.report.rejections.get(reason, 0) + 1
         self.emit(ev.InsightRejected(text=text, task_id=task.id, reason=reason))
 
-    def _candidates(self, ep: Episode, found: list[tuple[Pair, Analysis]]) -> list[Candidate]:
-        """Distinct, non-leaking candidates, hard pairs first, at most `max_candidates`."""
-        out: list[Candidate] = []
-        seen: set[str] = set()
-        for pair, analysis in found:
-            for ins in analysis.insights:
-                self.report.insights_proposed += 1
-                self.emit(ev.InsightProposed(text=ins.text, task_id=ep.task.id, episode_id=ep.id,
-                                             pair_kind=pair.kind))
-                if _norm(ins.text) in seen:
-                    continue  # the same lesson from another pair: one admission try is enough
-                seen.add(_norm(ins.text))
-                reason = leak_reason(ins.text, ep.task)
-                if reason:
-                    self._reject(ins.text, ep.task, reason)
-                elif len(out) < self.cfg.loop.max_candidates:
-                    out.append((ins.text, ins.kind, pair, analysis))
-        return out
-
-    def _synthesize(self, ep: Episode, analysis: Analysis, budget: Budget) -> None:
+    def _synthesize(self, ep: Episode, analysis: Analysis, budget: Budget) -> Chain | None:
         s = self.cfg.search
         chain = synthesize(ep.task, analysis, self.policy, self._verify, budget, s.answer_tokens,
                            s.temperature, self.rng.randrange(2**31), ep.id)
         if chain is None:
-            return
+            return None
         self.report.chains_tried += 1
         if chain.verified:
             self.report.chains_verified += 1
             if self.run_dir is not None:
                 append_chains(self.run_dir, [chain])
         self.emit(ev.ChainSynthesized(task_id=ep.task.id, episode_id=ep.id, verified=chain.verified))
+        return chain
 
     def _verify(self, task: Task, text: str) -> Reward:
         return self.verifier_for(task).verify(task, text)
 
+    # -- admission -------------------------------------------------------------------------------
     def _admit(self, ep: Episode, cands: list[Candidate], budget: Budget) -> None:
-        """Each candidate alone in the prompt gets one counted try on its source problem (batched)."""
+        """The paired test on the training problems when the policy can score; else CORE's one try
+        alone on the source problem."""
+        if not cands or budget.exhausted():
+            return
+        if self.admission is not None:
+            verdicts = self.admission.judge(cands, self._problems(), budget)
+        else:
+            verdicts = self._source_tries(ep, cands, budget)
+        for cand, verdict in zip(cands, verdicts, strict=True):
+            if verdict.admitted:
+                self._add(ep, cand, verdict)
+            else:
+                self._reject(cand.hint.text if cand.kind != "example" else "worked example", ep.task,
+                             verdict.reason or FAIL_REASON)
+
+    def _problems(self) -> list[tuple[Task, str]]:
+        """Training problems with their references: the shortest verified solution, else the answer line."""
+        return [(t, self.references.get(t.id) or answer_line(t)) for t in self.train_tasks]
+
+    def _source_tries(self, ep: Episode, cands: list[Candidate], budget: Budget) -> list[Verdict]:
+        """CORE's test: each candidate alone in the prompt gets one counted try on its source problem."""
         loop = self.cfg.loop
         left = budget.remaining_rollouts()
-        cands = cands[: len(cands) if left is None else left]
-        if not cands or not budget.allows(len(cands)):
-            return
+        fit = cands[: len(cands) if left is None else left]
+        spent = Verdict(admitted=False, reason="no budget left for an admission try")
+        if not fit or not budget.allows(len(fit)):
+            return [spent] * len(cands)
         temp = loop.admission_temperature if loop.admission_temperature is not None else loop.eval_temperature
-        texts = iter([c[0] for c in cands])  # solve_many asks for insights once per task, in order
-        scfg = self.eval_search(temperature=temp, rollouts=1)
-        trials = solve_many([ep.task] * len(cands), self.policy, scfg, lambda _t: [next(texts)],
-                            budget=budget, clock=self.clock)
-        for (text, kind, pair, analysis), trial in zip(cands, trials, strict=True):
-            if not trial.correct:
-                self._reject(text, ep.task, FAIL_REASON)
-                continue
-            ins, created = self.store.add_insight(
-                text, kind, analysis.strategic_pivot[:200], ep.task.family, ep.id, ep.task.id,
-                self.analyst_lm.name, self._provenance(pair, analysis, trial))
-            self.store.record_admission(ins.id, True, ADMIT_REASON)
-            self.report.insights_admitted += 1
-            self.emit(ev.InsightAdmitted(insight_id=ins.id, text=ins.text, task_id=ep.task.id,
-                                         episode_id=ep.id, created=created))
+        hints = iter([c.hint for c in fit])  # solve_many asks for insights once per task, in order
+        trials = solve_many([ep.task] * len(fit), self.policy, self.eval_search(temperature=temp, rollouts=1),
+                            lambda _t: [next(hints)], budget=budget, clock=self.clock)
+        out = [Verdict(admitted=t.correct, reason=ADMIT_REASON if t.correct else FAIL_REASON, episode=t.id)
+               for t in trials]
+        return out + [spent] * (len(cands) - len(fit))
 
-    def _provenance(self, pair: Pair, analysis: Analysis, trial: Episode) -> dict[str, Any]:
-        return {"pair_kind": pair.kind, "divergence_step": pair.divergence + 1,
-                "positive": _clip(pair.positive.text), "negative": _clip(pair.negative.text),
-                "siblings": [b.model_dump() for b in pair.siblings[:4]],
-                "positive_task": pair.source_task, "step_critique": analysis.step_critique,
-                "strategic_pivot": analysis.strategic_pivot, "success_pattern": analysis.success_pattern,
-                "failure_mode": analysis.failure_mode, "admission_episode": trial.id,
-                "analyst_format": self.analyst.fmt}
+    def _add(self, ep: Episode, cand: Candidate, verdict: Verdict) -> None:
+        meta = {**cand.meta, "admission": verdict.model_dump(exclude={"episode"}),
+                "admission_episode": verdict.episode, "analyst_format": self.analyst.fmt}
+        applies = str(cand.meta.get("applies_when", ""))
+        ins, created = self.store.add_insight(cand.hint.text, cand.kind, applies, ep.task.family, ep.id,
+                                              cand.source_task, self._producer(cand), meta,
+                                              solution=cand.hint.solution)
+        self.store.record_admission(ins.id, True, verdict.reason or ADMIT_REASON)
+        if cand.kind == "example" and cand.source_task is not None:
+            self.exemplified.add(cand.source_task)
+        self.report.insights_admitted += 1
+        self.emit(ev.InsightAdmitted(insight_id=ins.id, text=ins.text, task_id=ep.task.id, episode_id=ep.id,
+                                     created=created))
+
+    def _producer(self, cand: Candidate) -> str:
+        return self.policy.name if cand.kind == "example" else self.analyst_lm.name
 
     # -- folding ---------------------------------------------------------------------------------
     def _maybe_fold(self) -> None:
@@ -427,12 +383,12 @@ class Learner:
         start, used = self.clock(), {}
         mem = self.cfg.memory
 
-        def insights_for(task: Task) -> list[str]:
+        def insights_for(task: Task) -> list[Hint]:
             if not use_memory or not mem.top_k:
                 return []
             found = self.store.retrieve(task, mem.top_k, False, mem.prompt_token_budget)
             used[task.id] = [i.id for i in found]
-            return [i.text for i in found]
+            return hints_of(found)
 
         eps = solve_many(list(tasks), self.policy, self.eval_search(), insights_for, budget=budget,
                          max_active=self.cfg.policy.max_batch, clock=self.clock)

@@ -40,6 +40,7 @@ class Pair(BaseModel):
     divergence: int = Field(ge=0, description="index of the first step that differs")
     siblings: list[Branch] = Field(default_factory=list)
     source_task: str | None = Field(None, description="task id of a memory positive, if not this task")
+    rejection: str = Field("", description="why the verifier rejected the negative (no answer, wrong value)")
 
     @property
     def shared_prefix(self) -> list[str]:

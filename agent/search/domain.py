@@ -12,10 +12,12 @@ import re
 from collections.abc import Generator, Sequence
 from typing import Protocol
 
+from insightloop.core.budget import Budget
 from insightloop.core.config import SearchConfig
 from insightloop.core.episode import SearchTree
-from insightloop.core.lm import Generation, GenRequest, Message
-from insightloop.core.task import Reward, Task, Verifier
+from insightloop.core.lm import Generation, GenRequest, Message, ScoreRequest, Scores
+from insightloop.core.prompt import Hint
+from insightloop.core.task import ClosedAnswers, Reward, Task, Verifier
 from pydantic import BaseModel
 
 SYSTEM_PROMPT = (
@@ -54,6 +56,14 @@ def cut_after_answer(text: str) -> str:
     return text if end < 0 else text[:end]
 
 
+def answer_stem(text: str) -> str:
+    """The text up to and including its first `Answer:`; with none, the text plus an answer line."""
+    m = _ANSWER.search(text)
+    if m is not None:
+        return text[: m.end()]
+    return text.rstrip() + "\nAnswer:"
+
+
 def step_key(text: str) -> str:
     """Duplicate-detection key: the step body without its marker, case and spacing folded."""
     return " ".join(_MARKER.sub("", text).lower().split())
@@ -65,24 +75,38 @@ def normalize_step(raw: str, depth: int) -> str:
     return f"Step {depth}: {body}\n\n"
 
 
-def build_messages(task: Task, insights: Sequence[str] = (),
+def build_messages(task: Task, hints: Sequence[str | Hint] = (),
                    system: str = SYSTEM_PROMPT) -> tuple[Message, ...]:
-    """The chat prompt: format instructions (plus any insights) as system, the task as user."""
-    if insights:
-        system += "\n\n" + INSIGHTS_HEADER + "\n" + "\n".join(f"- {i.strip()}" for i in insights)
-    return (Message(role="system", content=system), Message(role="user", content=task.prompt))
+    """The chat prompt: format instructions and rules as system, worked examples as earlier
+    exchanges, then the task as user."""
+    items = [Hint.of(h) for h in hints]
+    rules = [h.text.strip() for h in items if h.kind == "rule"]
+    if rules:
+        system += "\n\n" + INSIGHTS_HEADER + "\n" + "\n".join(f"- {r}" for r in rules)
+    msgs = [Message(role="system", content=system)]
+    for ex in (h for h in items if h.kind == "example"):
+        msgs += [Message(role="user", content=ex.text), Message(role="assistant", content=ex.solution)]
+    return (*msgs, Message(role="user", content=task.prompt))
 
 
 class ReasoningDomain:
-    """States, proposals and scoring for one task under one search configuration."""
+    """States, proposals and scoring for one task under one search configuration.
 
-    def __init__(self, task: Task, cfg: SearchConfig, verifier: Verifier, insights: Sequence[str] = ()):
+    With `can_score` (the LM is a `Scorer`), `answer_mode: choose` and a verifier that knows the
+    task's closed answer set, `options` holds that set: every complete attempt then ends with the
+    option the model finds most likely after its own `Answer:` (see `answer_request`/`choose`).
+    """
+
+    def __init__(self, task: Task, cfg: SearchConfig, verifier: Verifier, insights: Sequence[str | Hint] = (),
+                 can_score: bool = False):
         self.task = task
         self.cfg = cfg
         self.verifier = verifier
         self.insights = list(insights)
         self.messages = build_messages(task, self.insights)
         self.verifiable = True
+        closed = isinstance(verifier, ClosedAnswers) and cfg.answer_mode == "choose" and can_score
+        self.options = verifier.options(task) if closed else None  # type: ignore[union-attr]
 
     def propose_request(self, path: str, depth: int, width: int, seed: int) -> GenRequest:
         """One batched request for `width` candidate steps number `depth` after `path`."""
@@ -120,6 +144,27 @@ class ReasoningDomain:
         head = "" if path else ATTEMPT_PRIMER
         return cut_after_answer(head + gen.text)
 
+    def answer_request(self, full_text: str) -> ScoreRequest:
+        """Score the options after the attempt's first `Answer:` (one is added if it has none)."""
+        assert self.options is not None
+        return ScoreRequest(messages=self.messages, assistant_prefix=answer_stem(full_text),
+                            continuations=tuple(" " + o for o in self.options))
+
+    def choose(self, full_text: str, scores: Scores) -> str:
+        """The attempt with its answer replaced by the most likely option."""
+        assert self.options is not None
+        best = max(range(len(self.options)), key=lambda i: scores.logprobs[i])
+        return answer_stem(full_text) + " " + self.options[best]
+
+    def choose_all(self, texts: list[str], budget: Budget) -> Generator[list[Request], list[Reply], list[str]]:
+        """With a closed answer set, replace each attempt's answer by its most likely option."""
+        if self.options is None or not texts:
+            return texts
+        replies = yield [self.answer_request(t) for t in texts]
+        scores = [r for r in replies if isinstance(r, Scores)]
+        budget.charge_scores(scores)
+        return [self.choose(t, s) for t, s in zip(texts, scores, strict=True)]
+
     def score(self, full_text: str) -> Reward:
         """Verify a complete attempt.
 
@@ -137,9 +182,12 @@ class ReasoningDomain:
         return self.verifier.extract(self.task, full_text)
 
 
-# A search runs as a generator: it yields the requests it needs next and receives their generations.
-# The driver decides how to serve them, so one LM call can carry the requests of many searches.
-SearchRun = Generator[list[GenRequest], list[list[Generation]], None]
+# A search runs as a generator: it yields the requests it needs next (generations, or scores of
+# answer options) and receives their replies. The driver decides how to serve them, so one batch
+# can carry the requests of many searches.
+Request = GenRequest | ScoreRequest
+Reply = list[Generation] | Scores
+SearchRun = Generator[list[Request], list[Reply], None]
 
 
 class Search(Protocol):

@@ -8,6 +8,9 @@ A search is a generator that yields the requests it needs next (`agent.search.do
   with continuous batching keeps its batch full while slow searches are still decoding;
 - **lockstep** (any `LM`): all active searches' requests go out in one `generate` call per round.
 
+Scoring requests (a closed answer set's options, `ScoreRequest`) go to the LM's `score` at once:
+they are short teacher-forced passes over prompts the backend has just cached.
+
 Each task's randomness comes from its own `random.Random`, so an episode does not depend on which
 other tasks share its batches when the backend is batch-invariant. With a run-level budget each
 task reserves up to `cfg.rollouts` of what is left when it starts, so a run never exceeds it.
@@ -18,19 +21,20 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Hashable, Iterable, Sequence
 
-from insightloop.agent.search.domain import ReasoningDomain, Search, SearchRun
+from insightloop.agent.search.domain import ReasoningDomain, Reply, Request, Search, SearchRun
 from insightloop.agent.search.mcts import MCTS
 from insightloop.agent.search.sample import Sampler
 from insightloop.core.budget import Budget
 from insightloop.core.config import SearchConfig
 from insightloop.core.episode import Episode
 from insightloop.core.events import EpisodeFinished, EpisodeStarted, Event
-from insightloop.core.lm import LM, Generation, GenRequest, GenStream, StreamingLM
+from insightloop.core.lm import LM, Generation, GenRequest, GenStream, Scorer, ScoreRequest, StreamingLM
+from insightloop.core.prompt import Hint
 from insightloop.core.task import Task, Verifier
 
 OnEvent = Callable[[Event], None]
 Clock = Callable[[], float]
-InsightsFor = Callable[[Task], Sequence[str]]
+InsightsFor = Callable[[Task], Sequence[str | Hint]]
 Finish = Callable[["Job", Clock], Episode]
 
 
@@ -43,10 +47,10 @@ class Job:
         self.search = search
         self.budget = budget
         self.run: SearchRun = search.run()
-        self.pending: list[GenRequest] = []
-        self.replies: list[list[Generation] | None] = []
+        self.pending: list[Request] = []
+        self.replies: list[Reply | None] = []
 
-    def advance(self, replies: list[list[Generation]] | None) -> bool:
+    def advance(self, replies: list[Reply] | None) -> bool:
         """Feed replies (None to start); return False once the search has finished."""
         try:
             self.pending = next(self.run) if replies is None else self.run.send(replies)
@@ -57,13 +61,15 @@ class Job:
         return True
 
 
-def start_job(task: Task, cfg: SearchConfig, insights: Sequence[str], budget: Budget, rng: random.Random,
-              verifier: Verifier, clock: Clock, episode_id: str) -> Job:
-    domain = ReasoningDomain(task, cfg, verifier, insights)
+def start_job(task: Task, cfg: SearchConfig, insights: Sequence[str | Hint], budget: Budget, rng: random.Random,
+              verifier: Verifier, clock: Clock, episode_id: str, can_score: bool = False) -> Job:
+    domain = ReasoningDomain(task, cfg, verifier, insights, can_score)
     search: Search = (MCTS if cfg.strategy == "mcts" else Sampler)(domain, budget, rng)
-    episode = Episode(id=episode_id, task=task, insights_used=list(insights), prompt=domain.messages[-1].content,
-                      strategy=cfg.strategy, started=clock(),
-                      meta={"search": cfg.model_dump(), "system": domain.messages[0].content})
+    hints = [Hint.of(h) for h in insights]
+    episode = Episode(id=episode_id, task=task, insights_used=[h.text for h in hints],
+                      prompt=domain.messages[-1].content, strategy=cfg.strategy, started=clock(),
+                      meta={"search": cfg.model_dump(), "system": domain.messages[0].content,
+                            "examples": sum(h.kind == "example" for h in hints)})
     return Job(episode, domain, search, budget)
 
 
@@ -100,6 +106,7 @@ class Batch:
 
     def run(self, lm: LM) -> list[Episode]:
         """Solve every task; episodes come back in task order."""
+        self.lm = lm
         if isinstance(lm, StreamingLM):
             with lm.stream() as stream:
                 self._stream(stream)
@@ -148,16 +155,34 @@ class Batch:
         self._fill()
         while self.active:
             jobs = list(self.active.items())
-            reqs = [r for _, j in jobs for r in j.pending]
-            replies = lm.generate(reqs)
-            if len(replies) != len(reqs):
-                raise RuntimeError(f"{lm.name} returned {len(replies)} results for {len(reqs)} requests")
+            replies = self._serve([r for _, j in jobs for r in j.pending])
             at = 0
             for idx, job in jobs:
                 part, at = replies[at : at + len(job.pending)], at + len(job.pending)
                 if not job.advance(part):
                     self._close(idx, self.active.pop(idx))
             self._fill()
+
+    def _serve(self, reqs: list[Request]) -> list[Reply]:
+        """Generations for the `GenRequest`s in one call, scores for the `ScoreRequest`s in another."""
+        gen_at = [i for i, r in enumerate(reqs) if isinstance(r, GenRequest)]
+        score_at = [i for i, r in enumerate(reqs) if isinstance(r, ScoreRequest)]
+        out: list[Reply | None] = [None] * len(reqs)
+        if gen_at:
+            gens = self.lm.generate([reqs[i] for i in gen_at])  # type: ignore[misc]
+            if len(gens) != len(gen_at):
+                raise RuntimeError(f"{self.lm.name} returned {len(gens)} results for {len(gen_at)} requests")
+            for i, g in zip(gen_at, gens, strict=True):
+                out[i] = g
+        if score_at:
+            for i, s in zip(score_at, self._score([reqs[i] for i in score_at]), strict=True):  # type: ignore[misc]
+                out[i] = s
+        return [r for r in out if r is not None]
+
+    def _score(self, reqs: list[ScoreRequest]) -> list[Reply]:
+        if not isinstance(self.lm, Scorer):
+            raise TypeError(f"{self.lm.name} cannot score answer options; set search.answer_mode=free")
+        return list(self.lm.score(reqs))
 
     # ---- streaming -----------------------------------------------------------------------------
 
@@ -173,14 +198,18 @@ class Batch:
 
     def _submit(self, stream: GenStream, idx: int) -> None:
         job = self.active[idx]
-        while not job.pending:  # a search step that needs no generation resumes at once
-            if not job.advance([]):
+        # Steps that need no generation (nothing, or answer scores) are served here and resume at once.
+        while not any(isinstance(r, GenRequest) for r in job.pending):
+            if not job.advance(self._serve(job.pending) if job.pending else []):
                 self._close(idx, self.active.pop(idx))
                 for new in self._fill():
                     self._submit(stream, new)
                 return
         for k, req in enumerate(job.pending):
-            stream.submit((idx, k), req)
+            if isinstance(req, GenRequest):
+                stream.submit((idx, k), req)
+            else:
+                job.replies[k] = self._score([req])[0]
 
     def _deliver(self, stream: GenStream, key: Hashable, gens: list[Generation]) -> None:
         idx, k = key  # type: ignore[misc]

@@ -15,10 +15,9 @@ import math
 import random
 from collections.abc import Generator
 
-from insightloop.agent.search.domain import ReasoningDomain, SearchRun, has_answer
+from insightloop.agent.search.domain import ReasoningDomain, Reply, Request, SearchRun, has_answer
 from insightloop.core.budget import Budget
 from insightloop.core.episode import Node, SearchTree
-from insightloop.core.lm import Generation, GenRequest
 
 SEED_SPACE = 2**31 - 1
 
@@ -79,11 +78,12 @@ class MCTS:
             node = max(kids, key=lambda ch, p=node: uct(p, ch, self.c))
         return node
 
-    def expand(self, leaf: Node, k: int) -> Generator[list[GenRequest], list[list[Generation]], list[Node]]:
+    def expand(self, leaf: Node, k: int) -> Generator[list[Request], list[Reply], list[Node]]:
         """Sample k candidate next steps in one request; add the distinct ones as children."""
         depth = leaf.depth + 1
         req = self.domain.propose_request(self.tree.path_text(leaf.id), depth, k, self.next_seed())
         (gens,) = yield [req]
+        assert isinstance(gens, list)
         self.budget.charge(gens)
         existing = [self.tree.nodes[c].step_text for c in leaf.children]
         children = []
@@ -94,26 +94,33 @@ class MCTS:
                 completion_tokens=step.generation.completion_tokens))
         return children
 
-    def simulate(self, children: list[Node]) -> Generator[list[GenRequest], list[list[Generation]], None]:
+    def simulate(self, children: list[Node]) -> Generator[list[Request], list[Reply], None]:
         """Roll each new child out to a full answer (one batch) and verify it: the child's reward."""
         paths = {c.id: self.tree.path_text(c.id) for c in children}
         # A child that already states the answer needs no generation, only verification.
         pending = [c for c in children if not has_answer(c.step_text)]
-        reqs = [self.domain.rollout_request(paths[c.id], self.next_seed()) for c in pending]
+        reqs: list[Request] = [self.domain.rollout_request(paths[c.id], self.next_seed()) for c in pending]
         replies = (yield reqs) if reqs else []
         conts: dict[int, str] = {c.id: "" for c in children}
-        for child, gens in zip(pending, replies, strict=True):
-            gen = gens[0]
+        gens = [g for r in replies if isinstance(r, list) for g in r]
+        for child, gen in zip(pending, gens, strict=True):
             conts[child.id] = self.domain.continuation(paths[child.id], gen)
             child.prompt_tokens += gen.prompt_tokens
             child.completion_tokens += gen.completion_tokens
-        self.budget.charge([g for gens in replies for g in gens], rollouts=len(children))
-        for child in children:
-            full = paths[child.id] + conts[child.id]
-            reward = self.domain.score(full)
-            child.rollout_text = conts[child.id]
-            child.reward = reward.score
-            child.parsed_answer = reward.parsed_answer or self.domain.extract(full)
+        self.budget.charge(gens, rollouts=len(children))
+        fulls = yield from self.domain.choose_all([paths[c.id] + conts[c.id] for c in children], self.budget)
+        for child, full in zip(children, fulls, strict=True):
+            self._settle(child, paths[child.id], full)
+
+    def _settle(self, child: Node, path: str, full: str) -> None:
+        """Verify a child's complete attempt; a chosen answer may rewrite the end of its own step."""
+        if has_answer(child.step_text):  # the answer is in the child's own step: the step ends with it
+            parent = path[: len(path) - len(child.step_text)]
+            child.step_text, path = full[len(parent) :], full
+        reward = self.domain.score(full)
+        child.rollout_text = full[len(path) :]
+        child.reward = reward.score
+        child.parsed_answer = reward.parsed_answer or self.domain.extract(full)
 
     def backpropagate(self, children: list[Node]) -> None:
         """Add each child's reward and one visit to it and to every ancestor up to the root."""

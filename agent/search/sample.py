@@ -35,10 +35,11 @@ class Sampler:
         if n == 0:
             return
         (gens,) = yield [self.domain.rollout_request("", self.rng.randrange(SEED_SPACE), n=n)]
+        assert isinstance(gens, list)
         self.budget.charge(gens, rollouts=len(gens))
+        texts = yield from self.domain.choose_all([self.domain.continuation("", g) for g in gens], self.budget)
         root = self.tree.root
-        for gen in gens:
-            text = self.domain.continuation("", gen)
+        for gen, text in zip(gens, texts, strict=True):
             reward = self.domain.score(text)
             self.tree.add(0, text, terminal=True, visits=1, value_sum=reward.score, reward=reward.score,
                           rollout_text="", prompt_tokens=gen.prompt_tokens,

@@ -19,14 +19,14 @@ from insightloop.agent.search.driver import Batch, Clock, InsightsFor, Job, OnEv
 from insightloop.core.budget import Budget
 from insightloop.core.config import SearchConfig
 from insightloop.core.episode import Episode, SearchTree, Trajectory
-from insightloop.core.lm import LM
+from insightloop.core.lm import LM, Scorer
+from insightloop.core.prompt import Hint
 from insightloop.core.task import Reward, Task, Verifier
+from insightloop.evals.verifiers import get_verifier
 
 
 def default_verifier(task: Task) -> Verifier:
-    """The verifier the task names (imported lazily: the suites module is heavy)."""
-    from insightloop.evals.verifiers import get_verifier
-
+    """The verifier the task names."""
     return get_verifier(task.verifier)
 
 
@@ -90,7 +90,7 @@ def finish_episode(job: Job, clock: Clock) -> Episode:
     return ep
 
 
-def solve(task: Task, lm: LM, cfg: SearchConfig, insights: Sequence[str] = (), budget: Budget | None = None,
+def solve(task: Task, lm: LM, cfg: SearchConfig, insights: Sequence[str | Hint] = (), budget: Budget | None = None,
           rng: random.Random | None = None, verifier: Verifier | None = None, *,
           on_event: OnEvent | None = None, episode_id: str | None = None,
           clock: Clock = time.time) -> Episode:
@@ -102,7 +102,7 @@ def solve(task: Task, lm: LM, cfg: SearchConfig, insights: Sequence[str] = (), b
 
     def open_job(t: Task, own: Budget) -> Job:
         return start_job(t, cfg, insights, own, rng, verifier or default_verifier(t), clock,
-                         episode_id or new_episode_id(t))
+                         episode_id or new_episode_id(t), isinstance(lm, Scorer))
 
     return Batch([task], cfg, open_job, finish_episode, budget, on_event, 1, clock).run(lm)[0]
 
@@ -119,6 +119,6 @@ def solve_many(tasks: Iterable[Task], lm: LM, cfg: SearchConfig, insights_for: I
     def open_job(task: Task, own: Budget) -> Job:
         insights = list(insights_for(task)) if insights_for else []
         return start_job(task, cfg, insights, own, task_rng(task, cfg.seed), verifier or default_verifier(task),
-                         clock, new_episode_id(task))
+                         clock, new_episode_id(task), isinstance(lm, Scorer))
 
     return Batch(tasks, cfg, open_job, finish_episode, budget, on_event, max_active, clock).run(lm)

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
+from insightloop.apps.adapt import AdaptResult
+from insightloop.apps.adapt import adapt as measure
 from insightloop.apps.cli.errors import user_errors
 from insightloop.apps.cli.options import AsJson, ConfigFile, Overrides, load, run_dir_option
+from insightloop.apps.runtime import Runtime
+from insightloop.core import events as ev
+from insightloop.core.config import Config
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-if TYPE_CHECKING:
-    from insightloop.apps.adapt import AdaptResult
-    from insightloop.core import events as ev
-    from insightloop.core.config import Config
 
 DEMO_SUITE = "bbh/boolean_expressions"  # where a written insight measurably moves SmolLM2 (DESIGN.md)
 DEMO_TRAIN = 5
@@ -58,9 +58,6 @@ def demo(config: ConfigFile = None, overrides: Overrides = None, as_json: AsJson
 def run_adapt(cfg: Config, *, suite: str, n_train: int, n_test: int, budget: int, run_dir: Path | None,
               seed: int, as_json: bool) -> None:
     """Measure, learn, re-measure; print the table (or one JSON object on stdout)."""
-    from insightloop.apps.adapt import adapt as measure
-    from insightloop.apps.runtime import Runtime
-
     err = Console(stderr=True)
     err.print(f"[bold]adapt[/] {escape(suite)}: baseline on {n_test} test problems, then learning on "
               f"{n_train} within {budget} rollouts, then the adapted measurement")
@@ -78,17 +75,16 @@ def run_adapt(cfg: Config, *, suite: str, n_train: int, n_test: int, budget: int
 
 def progress(console: Console) -> ev.EventSink:
     """A sink that prints one short line per notable event."""
-    from insightloop.core import events
 
     def sink(e: ev.Event) -> None:
-        if isinstance(e, events.EpisodeFinished) and e.train:
+        if isinstance(e, ev.EpisodeFinished) and e.train:
             mark = "[green]solved[/]" if e.correct else "[red]failed[/]"
             console.print(f"  episode {escape(e.task_id)}: {mark}, {e.rollouts} rollouts")
-        elif isinstance(e, events.InsightAdmitted):
+        elif isinstance(e, ev.InsightAdmitted):
             console.print(f"  [bold green]admitted[/] {escape(e.text)}")
-        elif isinstance(e, events.InsightRejected):
+        elif isinstance(e, ev.InsightRejected):
             console.print(f"  [dim]rejected ({escape(e.reason)}): {escape(e.text)}[/]")
-        elif isinstance(e, events.BudgetUpdate) and e.max_rollouts:
+        elif isinstance(e, ev.BudgetUpdate) and e.max_rollouts:
             console.print(f"  [dim]budget {e.rollouts}/{e.max_rollouts} rollouts[/]")
 
     return sink

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from insightloop.apps.bench import BENCH_SEARCH, lines, run_bench
 from insightloop.apps.cli.options import AsJson, ConfigFile, Overrides, load
 from rich.console import Console
 from rich.markup import escape
@@ -17,8 +18,6 @@ from rich.table import Table
 def bench(config: ConfigFile = None, overrides: Overrides = None, as_json: AsJson = False) -> None:
     """Cost benchmark on this machine: tokens/s (hf vs llama.cpp), MCTS rollouts/s, episode, fold step,
     memory queries/s."""
-    from insightloop.apps.bench import BENCH_SEARCH, lines, run_bench
-
     cfg = load(config, overrides, first=BENCH_SEARCH)
     err = Console(stderr=True)
     res = run_bench(cfg, lambda m: err.print(f"[dim]measuring {escape(m)}...[/]"))

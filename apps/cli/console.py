@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from insightloop.apps.cli.options import ConfigFile, Overrides, run_dir_option
+from insightloop.apps.console.shell import inspect_main
 
 
 def inspect(
@@ -17,6 +18,4 @@ def inspect(
     overrides: Overrides = None,
 ) -> None:
     """Open the interactive console: what was learned, why, and whether it helps."""
-    from insightloop.apps.console.shell import inspect_main
-
     raise typer.Exit(inspect_main(run_dir, command or [], config, overrides=overrides))

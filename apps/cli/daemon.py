@@ -12,16 +12,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from insightloop.apps.cli.options import ConfigFile, Overrides, json_option, load, run_dir_option
+from insightloop.apps.daemon.lock import lock_holder
+from insightloop.apps.daemon.run import run_daemon
+from insightloop.apps.daemon.status import DaemonStatus, read_status
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-if TYPE_CHECKING:
-    from insightloop.apps.daemon.status import DaemonStatus
 
 DaemonRunDir = Annotated[Path, run_dir_option("run directory (inbox/, outbox/, status.json)")]
 StatusRunDir = Annotated[Path, run_dir_option("the daemon's run directory")]
@@ -35,8 +35,6 @@ def daemon(
         "--exit-when-idle", help="exit once the inbox is empty and there is nothing to practise")] = False,
 ) -> None:
     """Run the improvement daemon: inbox tasks and self-practice, until SIGTERM/SIGINT."""
-    from insightloop.apps.daemon.run import run_daemon
-
     abandoned = run_daemon(run_dir, load(config, overrides), exit_when_idle)
     if abandoned:  # a worker is still inside an LM call: leave without waiting for it
         sys.stdout.flush()
@@ -51,9 +49,6 @@ def status(
     overrides: Overrides = None,
 ) -> None:
     """Show the daemon's status.json for RUN_DIR."""
-    from insightloop.apps.daemon.lock import lock_holder
-    from insightloop.apps.daemon.status import read_status
-
     load(config, overrides)  # a wrong config fails here as it would for the daemon it describes
     st = read_status(run_dir)
     if st is None:

@@ -2,24 +2,25 @@
 
 Progress goes to stderr; the Markdown table goes to stdout at the end. With `--resume`, runs
 already in OUT/results.json (same suite, method and seed, without error) are kept, not repeated.
-The method names are the harness's own (`evals.harness.methods.ALL_METHODS`), read when the command
-runs: importing the harness takes longer than the rest of the CLI's start-up.
+The method names are the harness's own (`evals.harness.methods.ALL_METHODS`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from insightloop.apps.cli.errors import user_errors
 from insightloop.apps.cli.options import ConfigFile, Overrides, load
+from insightloop.core.config import Config
+from insightloop.evals.harness.context import Context
+from insightloop.evals.harness.methods import ALL_METHODS
+from insightloop.evals.harness.records import EvalSpec, Results
+from insightloop.evals.harness.report import JSON_NAME, load_results, markdown, save_json, write_report
+from insightloop.evals.harness.runner import run_eval
 from rich.console import Console
 from rich.markup import escape
-
-if TYPE_CHECKING:
-    from insightloop.core.config import Config
-    from insightloop.evals.harness.records import EvalSpec, Results
 
 
 def eval_(
@@ -39,9 +40,6 @@ def eval_(
     resume: Annotated[bool, typer.Option("--resume", help="keep finished runs of OUT/results.json")] = False,
 ) -> None:
     """Benchmark methods side by side: same model, same splits, same rollout budget."""
-    from insightloop.evals.harness.methods import ALL_METHODS
-    from insightloop.evals.harness.records import EvalSpec
-
     cfg = load(config, overrides)
     with user_errors(ValueError):  # pydantic's ValidationError is a ValueError: say which field
         spec = EvalSpec(suites=_split(suite), methods=list(ALL_METHODS) if methods is None else _split(methods),
@@ -53,10 +51,6 @@ def eval_(
 
 def run_and_report(cfg: Config, spec: EvalSpec, out: Path, resume: bool) -> None:
     """Run the spec, saving OUT/results.json and results.md after every run; print the table."""
-    from insightloop.evals.harness.context import Context
-    from insightloop.evals.harness.report import markdown, save_json, write_report
-    from insightloop.evals.harness.runner import run_eval
-
     err = Console(stderr=True)
     out.mkdir(parents=True, exist_ok=True)
     previous = _previous(out, spec, err) if resume else None
@@ -82,8 +76,6 @@ def _split(text: str) -> list[str]:
 
 def _previous(out: Path, spec: EvalSpec, err: Console) -> Results | None:
     """The saved results to resume from, or None when there are none or they used other settings."""
-    from insightloop.evals.harness.report import JSON_NAME, load_results
-
     if not (out / JSON_NAME).exists():
         return None
     prev = load_results(out)

@@ -9,18 +9,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from insightloop.apps.cli.errors import user_errors
 from insightloop.apps.cli.options import AsJson, ConfigFile, Overrides, load, run_dir_option
+from insightloop.rl.fold import FoldEvent, FoldResult
+from insightloop.rl.fold import fold as run_fold
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-if TYPE_CHECKING:
-    from insightloop.rl.fold import FoldEvent, FoldResult
 
 FOLD_METHODS = ("grpo", "sft", "dpo")
 TRAINING_STAGES = (*FOLD_METHODS, "warm_start_sft")
@@ -43,8 +42,6 @@ def fold(
     as_json: AsJson = False,
 ) -> None:
     """Fold the run's verified attempts and chains into the weights (TRL), gated on held-out accuracy."""
-    from insightloop.rl.fold import fold as run_fold
-
     cfg = load(config, overrides)
     console = Console()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

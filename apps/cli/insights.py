@@ -12,16 +12,16 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from insightloop.apps.cli.options import ConfigFile, Overrides, json_option, load, run_dir_option
+from insightloop.apps.console.views_insights import diff_table, insight_table
+from insightloop.apps.runtime import Runtime
+from insightloop.memory.store import MemoryStore
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-if TYPE_CHECKING:
-    from insightloop.memory.store import MemoryStore
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and manage a run's insight memory.")
 
@@ -36,8 +36,6 @@ Embedder = Annotated[str | None, typer.Option(
 def _memory(run_dir: Path, config: str | None, overrides: list[str] | None, *, readonly: bool,
             embedder: str | None = None) -> Iterator[MemoryStore]:
     """The run's memory store, opened through the runtime (embedder on `memory.embed_device`)."""
-    from insightloop.apps.runtime import Runtime
-
     if readonly and not (run_dir / "memory.sqlite").is_file():
         raise typer.BadParameter(f"{run_dir} holds no memory.sqlite", param_hint="--run-dir")
     cfg = load(config, overrides)
@@ -62,8 +60,6 @@ def list_cmd(
     overrides: Overrides = None,
 ) -> None:
     """List insights with their measured utility."""
-    from insightloop.apps.console.views_insights import insight_table
-
     with _memory(run_dir, config, overrides, readonly=True) as store:
         try:
             rows = store.list_insights(status=status, sort=sort, limit=limit)
@@ -112,8 +108,6 @@ def search_cmd(
     overrides: Overrides = None,
 ) -> None:
     """Insights whose text is most similar to TEXT."""
-    from insightloop.apps.console.views_insights import insight_table
-
     with _memory(run_dir, config, overrides, readonly=True, embedder=embedder) as store:
         hits = store.search(text, k)
     if as_json:
@@ -127,8 +121,6 @@ def search_cmd(
 def diff_cmd(v1: int, v2: int, run_dir: RunDir, as_json: AsJson = False, config: ConfigFile = None,
              overrides: Overrides = None) -> None:
     """What changed in the insights from version V1 to V2."""
-    from insightloop.apps.console.views_insights import diff_table
-
     with _memory(run_dir, config, overrides, readonly=True) as store:
         try:
             d = store.diff(v1, v2)

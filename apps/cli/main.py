@@ -2,9 +2,10 @@
 
 One module per command group (solve, adapt and demo, suites, daemon and status, inspect, insights,
 fold, eval, bench), each a plain typed function declared with the shared options of `options`.
-Those modules import only typer, rich and the CLI's own helpers at load time; the heavy imports
-happen inside the commands, so `--help` is fast. The root group is the CLI's one error boundary
-(`errors.ErrorBoundary`): any `UserError` below it becomes one line on stderr and its exit code.
+The heavy libraries (torch, transformers, TRL, litellm, FAISS, sentence-transformers, matplotlib)
+load only when a command builds a model, an index or a plot, so `--help` stays fast. The root group
+is the CLI's one error boundary (`errors.ErrorBoundary`): any `UserError` below it becomes one line
+on stderr and its exit code.
 """
 
 from __future__ import annotations

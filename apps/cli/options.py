@@ -9,12 +9,10 @@ directory holds differs), through `json_option` and `run_dir_option`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-
-if TYPE_CHECKING:
-    from insightloop.core.config import Config
+from insightloop.core.config import Config, load_config
 
 ConfigFile = Annotated[str | None, typer.Option(
     "--config", help="YAML config file (default: the bundled configs/default.yaml)")]
@@ -41,6 +39,4 @@ def load(config: str | None, overrides: Sequence[str] | None, *, first: Sequence
     `first` holds a command's own settings (the demo's, the benchmark's), so `--set` can still
     override them.
     """
-    from insightloop.core.config import load_config  # pydantic and YAML: not needed for --help
-
     return load_config(config, [*first, *(overrides or [])])

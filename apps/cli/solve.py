@@ -1,4 +1,4 @@
-"""`insightloop solve`: load tasks and the policy, show progress, print the report.
+"""`insightloop solve`: load tasks and the policy (through the runtime factory), show progress, print the report.
 
 The solving itself is `agent.search.solve.solve_many`; this module only wires it to rich (progress
 bar, table) or to one JSON object on stdout, and stores episodes in a run directory's memory as they finish.
@@ -8,20 +8,27 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
+from insightloop.agent.search.solve import solve_many
+from insightloop.agent.search.summary import SolveSummary, summarize
 from insightloop.apps.cli.errors import CommandError
 from insightloop.apps.cli.options import AsJson, ConfigFile, Overrides, load, run_dir_option
+from insightloop.apps.runtime import Runtime
+from insightloop.core.config import Config
+from insightloop.core.events import EpisodeFinished
+from insightloop.core.events import Event as SolveEvent
+from insightloop.core.task import Task
+from insightloop.evals.suites import load_suite
+from insightloop.evals.verifiers import TASK_FILE_VERIFIERS as JSONL_VERIFIERS
+from insightloop.evals.verifiers import answer_instruction
+from insightloop.memory.episodes import open_episodes
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-if TYPE_CHECKING:
-    from insightloop.agent.search.summary import SolveSummary
-    from insightloop.core.config import Config
-    from insightloop.core.task import Task
 
 
 def solve(
@@ -59,10 +66,6 @@ def _shortcuts(strategy: str | None, budget: int | None) -> list[str]:
 
 def adhoc_task(prompt: str, verifier: str, answer: str | None) -> Task:
     """A one-off task from the command line, checked by a verifier a task file could name."""
-    from insightloop.core.task import Task
-    from insightloop.evals.verifiers import TASK_FILE_VERIFIERS as JSONL_VERIFIERS
-    from insightloop.evals.verifiers import answer_instruction
-
     if verifier not in JSONL_VERIFIERS:
         raise CommandError(f"unknown verifier {verifier!r}; allowed: {', '.join(JSONL_VERIFIERS)}")
     text = prompt.strip()
@@ -73,8 +76,6 @@ def adhoc_task(prompt: str, verifier: str, answer: str | None) -> Task:
 
 def suite_tasks(suite: str, limit: int | None, seed: int) -> list[Task]:
     """The suite's tasks (at most `limit`, drawn with `seed`); an unusable suite is the user's error."""
-    from insightloop.evals.suites import load_suite
-
     try:
         tasks = load_suite(suite, limit=limit, seed=seed)
     except (KeyError, ValueError, FileNotFoundError) as exc:
@@ -86,21 +87,10 @@ def suite_tasks(suite: str, limit: int | None, seed: int) -> list[Task]:
 
 def run(cfg: Config, tasks: list[Task], run_dir: Path | None, as_json: bool) -> SolveSummary:
     """Solve `tasks` with the configured policy; print a progress bar and the table (or JSON)."""
-    from contextlib import ExitStack
-
-    # Looked up at call time (not through apps.runtime, which binds make_lm at import): the unit
-    # tests hand this command a fake LM by patching agent.backends.make_lm.
-    from insightloop.agent import backends
-    from insightloop.agent.search.solve import solve_many
-    from insightloop.agent.search.summary import summarize
-    from insightloop.core.events import EpisodeFinished
-    from insightloop.core.events import Event as SolveEvent
-    from insightloop.memory.episodes import open_episodes
-
     err = Console(stderr=True)
     out = err if as_json else Console()
     with err.status("loading the policy model..."):
-        lm = backends.make_lm(cfg.policy)
+        lm = Runtime(cfg).policy
     progress = Progress(TextColumn("solving"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[acc]}"), TimeElapsedColumn(), console=out)
     bar = progress.add_task("solve", total=len(tasks), acc="")

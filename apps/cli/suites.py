@@ -6,6 +6,9 @@ from typing import Annotated
 
 import typer
 from insightloop.apps.cli.errors import user_errors
+from insightloop.evals.suites import RG_DEFAULT_SIZE, list_suites, load_suite
+from insightloop.evals.suites.jsonl import read_task_lines
+from insightloop.evals.suites.rg import dataset_names
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -26,9 +29,6 @@ def suites(
 
 def suites_table(rg: bool) -> Table:
     """The bundled suites (or, with `rg`, every reasoning-gym dataset) with their sizes."""
-    from insightloop.evals.suites import RG_DEFAULT_SIZE, list_suites
-    from insightloop.evals.suites.rg import dataset_names
-
     notes = {"rg/<dataset>": f"any reasoning-gym dataset, size default {RG_DEFAULT_SIZE} (--rg lists them)",
              "jsonl:PATH": "your own tasks, one JSON object per line"}
     rows = [(f"rg/{name}", None) for name in dataset_names()] if rg else list_suites()
@@ -43,9 +43,6 @@ def suites_table(rg: bool) -> Table:
 
 def show_suite(name: str, skip_bad: bool) -> None:
     """`--show`: print the bad JSONL lines (with `skip_bad`), the size and the first task."""
-    from insightloop.evals.suites import load_suite
-    from insightloop.evals.suites.jsonl import read_task_lines
-
     console = Console()
     with user_errors(ValueError, FileNotFoundError):  # a bad line, an unknown suite, a missing file
         tasks, problems = (read_task_lines(name.removeprefix("jsonl:"), skip_bad) if name.startswith("jsonl:")

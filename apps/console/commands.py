@@ -21,6 +21,8 @@ from insightloop.apps.console.parsing import COMMANDS, ID_COMMANDS, CommandError
 from insightloop.apps.console.views import message
 from insightloop.core.episode import Episode
 from insightloop.memory.records import Insight, MemoryDiff, MemoryEvent, TaskStats
+from insightloop.memory.summaries import EpisodeSummary
+from insightloop.rl import checkpoints
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -39,6 +41,7 @@ class StoreView(Protocol):
     def search(self, text: str, k: int = 10) -> list[tuple[Insight, float]]: ...
     def get_episode(self, episode_id: str) -> Episode: ...
     def list_episodes(self, failed_only: bool = False, limit: int | None = None) -> list[Episode]: ...
+    def episode_summaries(self) -> list[EpisodeSummary]: ...
     def versions(self) -> list[MemoryEvent]: ...
     def events(self, since_version: int = 0) -> list[MemoryEvent]: ...
     def diff(self, v1: int, v2: int) -> MemoryDiff: ...
@@ -184,9 +187,6 @@ class Inspector:
                 raise CommandError(f"version {v} does not exist (the memory is at v{current})")
         return views_insights.diff_table(self.store.diff(a.v1, a.v2), a.v1, a.v2)
 
-    def _all_episodes(self) -> list[Episode]:
-        return list(self.store.list_episodes(failed_only=False, limit=None))
-
     def cmd_curve(self, argv: list[str]) -> RenderableType:
         a = parse("curve", argv)
         if a.window < 1:
@@ -194,9 +194,10 @@ class Inspector:
         png = Path(a.png).expanduser() if a.png else None
         if png is not None and not png.parent.is_dir():  # a typo in the path must not create folders
             raise CommandError(f"curve: directory does not exist: {png.parent}")
+        # Summaries, not episodes: the curve needs three numbers per episode, not its search tree.
         points = [EpisodePoint(finished=e.finished or e.started, correct=e.correct,
-                               with_insights=bool(e.insights_used))
-                  for e in self._all_episodes() if e.reward is not None]
+                               with_insights=e.insights_used > 0)
+                  for e in self.store.episode_summaries() if e.reward is not None]
         if not points:
             return message("no episodes yet: nothing to plot", "yellow")
         curve = learning_curve(points, window=a.window)
@@ -206,16 +207,14 @@ class Inspector:
 
     def cmd_budget(self, argv: list[str]) -> RenderableType:
         parse("budget", argv)
-        return views_run.budget_table(self._all_episodes(), _read_json(self.run_dir / "status.json"))
+        return views_run.budget_table(self.store.episode_summaries(), _read_json(self.run_dir / "status.json"))
 
     def cmd_checkpoints(self, argv: list[str]) -> RenderableType:
-        from insightloop.rl.checkpoints import current, list_checkpoints
-
         parse("checkpoints", argv)
-        manifests = list_checkpoints(self.run_dir)
+        manifests = checkpoints.list_checkpoints(self.run_dir)
         if not manifests:
             return message("no checkpoints: no fold has run in this run directory", "yellow")
-        serving = current(self.run_dir)
+        serving = checkpoints.current(self.run_dir)
         return views_run.checkpoints_table(manifests, serving.name if serving is not None else None)
 
     # ---- curation -------------------------------------------------------------------------

@@ -18,6 +18,9 @@ from typing import Any
 from insightloop.apps.console.commands import Inspector
 from insightloop.apps.console.parsing import CommandError
 from insightloop.apps.console.views import ErrorText
+from insightloop.apps.runtime import Runtime
+from insightloop.core.config import load_config
+from insightloop.core.models import cache_dir
 from rich.console import Console
 from rich.text import Text
 
@@ -30,9 +33,6 @@ def open_inspector(run_dir: Path, config_path: str | None = None,
 
     Raises `CommandError` when `run_dir` holds no memory, `ConfigError` for a bad config.
     """
-    from insightloop.apps.runtime import Runtime
-    from insightloop.core.config import load_config
-
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / "memory.sqlite").is_file():
         raise CommandError(f"{run_dir} is not a run directory (no memory.sqlite in it)")
@@ -46,8 +46,6 @@ def open_inspector(run_dir: Path, config_path: str | None = None,
 
 
 def _history_path() -> Path:
-    from insightloop.core.models import cache_dir
-
     return cache_dir() / "inspect_history"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from insightloop.agent.learn.pairs import steps_of
 from insightloop.apps.console.views import (
     clip,
     compact,
@@ -160,8 +161,6 @@ def analysis_grid(meta: dict[str, Any]) -> RenderableType:
 
 def as_steps(value: Any) -> list[str] | None:
     """A trajectory stored in meta as a `Trajectory` dict, a list of steps, or plain text."""
-    from insightloop.agent.learn.pairs import steps_of
-
     if isinstance(value, dict) and "text" in value:
         return steps_of(Trajectory.model_validate({"reward": 0.0, **value}))
     if isinstance(value, list):

@@ -12,8 +12,8 @@ from typing import Any
 from insightloop.apps.console.chart import line_chart
 from insightloop.apps.console.curve import Curve
 from insightloop.apps.console.views import clip, compact, fmt, plain, status_style, when
-from insightloop.core.episode import Episode
 from insightloop.memory.records import MemoryEvent
+from insightloop.memory.summaries import EpisodeSummary
 from insightloop.rl.checkpoints import Manifest
 from rich import box
 from rich.console import Group
@@ -56,7 +56,7 @@ def curve_panel(curve: Curve) -> Panel:
     return Panel(body, title="learning curve", border_style="cyan")
 
 
-def budget_table(episodes: list[Episode], status: dict[str, Any] | None) -> Table:
+def budget_table(episodes: list[EpisodeSummary], status: dict[str, Any] | None) -> Table:
     """Spend summed over the stored episodes, then status.json's windows and counters (if any)."""
     table = Table(title="spend so far", box=box.SIMPLE_HEAD)
     table.add_column("source")
@@ -64,7 +64,7 @@ def budget_table(episodes: list[Episode], status: dict[str, Any] | None) -> Tabl
     table.add_column("value", justify="right")
     prompt = sum(e.prompt_tokens for e in episodes)
     completion = sum(e.completion_tokens for e in episodes)
-    usd = sum(float(e.meta.get("usd", 0.0) or 0.0) for e in episodes)
+    usd = sum(e.usd for e in episodes)
     for item, value in (("episodes", len(episodes)), ("correct", sum(e.correct for e in episodes)),
                         ("rollouts", sum(e.rollouts for e in episodes)), ("prompt tokens", prompt),
                         ("completion tokens", completion), ("tokens", prompt + completion),

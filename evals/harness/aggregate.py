@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import os
 import platform
+import random
 import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from insightloop.core.stats import mean_ci
-from insightloop.evals.harness.records import Aggregate, RunRecord
+from insightloop.core.stats import mcnemar_p, mean_ci, paired_ci
+from insightloop.evals.harness.records import Aggregate, Lift, RunRecord
 
 
 def machine_info() -> dict[str, Any]:
@@ -53,4 +54,33 @@ def aggregate(records: Sequence[RunRecord]) -> list[Aggregate]:
                 failed=len(rs) - len(ok),
             )
         )
+    return out
+
+
+def _paired(records: Sequence[RunRecord], suite: str, method: str, base: str) -> tuple[list[float], list[float]]:
+    """Per-problem scores of `method` and `base` on the same test problems of every shared seed."""
+    ok = {(r.method, r.seed): r for r in records if r.suite == suite and r.error is None}
+    ours, theirs = [], []
+    for (m, seed), rec in ok.items():
+        other = ok.get((base, seed))
+        if m != method or other is None or other.test_ids != rec.test_ids:
+            continue
+        ours += rec.scores
+        theirs += other.scores
+    return ours, theirs
+
+
+def lifts(records: Sequence[RunRecord], base: str = "none") -> list[Lift]:
+    """Every method against `base`, per suite, paired per test problem over the seeds they share."""
+    out = []
+    for suite, method in dict.fromkeys((r.suite, r.method) for r in records):
+        if method == base:
+            continue
+        ours, theirs = _paired(records, suite, method, base)
+        if not ours:
+            continue
+        lo, hi = paired_ci(theirs, ours, random.Random(0))
+        out.append(Lift(suite=suite, method=method, baseline=base, n=len(ours),
+                        lift=statistics.fmean(ours) - statistics.fmean(theirs), lo=lo, hi=hi,
+                        mcnemar_p=mcnemar_p(theirs, ours)))
     return out

@@ -24,13 +24,25 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from insightloop.agent.learn.analyst import CandidateInsight, leak_reason
+from insightloop.agent.search.domain import ATTEMPT_PRIMER
+from insightloop.agent.search.solve import solve_many
 from insightloop.core.budget import Budget
 from insightloop.core.episode import Episode, Trajectory
 from insightloop.core.lm import GenRequest, Message
+from insightloop.core.models import resolve_policy
+from insightloop.core.prompt import Hint
 from insightloop.core.task import Task
 from insightloop.evals.harness.context import Context
 from insightloop.evals.harness.measure import evaluate
 from insightloop.evals.harness.records import MethodResult, RunSpec
+from insightloop.evals.verifiers import verify
+from insightloop.memory.records import Attempt
+from insightloop.memory.store import MemoryStore
+from insightloop.rl.data import GRPOPrompt, chat_render
+from insightloop.rl.grpo import make_grpo_trainer
+from insightloop.rl.policy import load_policy, trained_model
+from pydantic import ValidationError
 
 DEMOS = 3
 RAG_K = 4
@@ -59,8 +71,6 @@ def sample_train(ctx: Context, run: RunSpec, budget: Budget) -> list[Episode]:
     The sampling is deterministic given (suite, seed, budget) — per-task seeds, a seeded backend —
     so methods that start with it share one computation; each still pays for it in full.
     """
-    from insightloop.agent.search.solve import solve_many
-
     cap = budget.remaining_rollouts() or 0
     key = ("samples", run.suite, run.seed, cap)
     if key not in ctx.cache:
@@ -80,12 +90,14 @@ def best_correct(ep: Episode) -> Trajectory | None:
     return min(good, key=lambda t: (-t.reward, len(t.text))) if good else None
 
 
-def demonstration(task: Task, text: str) -> str:
-    return f"Worked example (verified correct).\nProblem: {_clip(task.prompt)}\nSolution: {_clip(text)}"
+def demonstration(task: Task, text: str) -> Hint:
+    """A verified attempt shown as a worked example: the problem, then the solution as the reply."""
+    return Hint(kind="example", text=task.prompt, solution=text.strip())
 
 
 def run_best_of_n(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
-    """Rejection sampling on the training problems; the best correct attempts become demonstrations."""
+    """Rejection sampling on the training problems; the shortest correct attempts become worked
+    examples, shown the same way as the memory's (`core.prompt.Hint`)."""
     eps = sample_train(ctx, run, budget)
     best = [(ep.task, t) for ep in eps if (t := best_correct(ep)) is not None]
     best.sort(key=lambda pair: len(pair[1].text))
@@ -103,9 +115,6 @@ def past_attempt(task_text: str, text: str, reward: float) -> str:
 
 def run_episodic_rag(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
     """Raw past attempts, successful and failed, retrieved by problem similarity into the prompt."""
-    from insightloop.memory.records import Attempt
-    from insightloop.memory.store import MemoryStore
-
     eps = sample_train(ctx, run, budget)
     with MemoryStore.open(ctx.scratch(run, "episodic-rag"), ctx.embedder, run.cfg.memory) as store:
         for ep in eps:
@@ -149,9 +158,6 @@ def reflect_request(task: Task, text: str, cfg_tokens: int, temperature: float, 
 
 def parse_reflection(task: Task, reply: str) -> tuple[str | None, str]:
     """(the insight text of one reply, or None; why it was dropped): too short, or leaking the answer."""
-    from insightloop.agent.learn.analyst import CandidateInsight, leak_reason
-    from pydantic import ValidationError
-
     text = "When" + reply.split("\n", 1)[0]
     try:
         text = CandidateInsight(text=text).text
@@ -189,8 +195,6 @@ def reflect(
 
 def run_reflect_success(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
     """Insights written from successes alone, retrieved by the memory store at test time."""
-    from insightloop.memory.store import MemoryStore
-
     eps = sample_train(ctx, run, budget)
     solved = [(ep.task, t.text) for ep in eps if (t := best_correct(ep)) is not None]
     insights, drafts = reflect(ctx, run, solved, budget)
@@ -229,13 +233,6 @@ def grpo_plan(run: RunSpec, budget: Budget) -> tuple[int, int]:
 
 def train_grpo(ctx: Context, run: RunSpec, budget: Budget, out: Path) -> dict[str, float]:
     """GRPO from the base weights on the training problems; the trained model is saved to `out`."""
-    from insightloop.agent.search.domain import ATTEMPT_PRIMER
-    from insightloop.core.models import resolve_policy
-    from insightloop.evals.verifiers import verify
-    from insightloop.rl.data import GRPOPrompt, chat_render
-    from insightloop.rl.grpo import make_grpo_trainer
-    from insightloop.rl.policy import load_policy, trained_model
-
     per_step, steps = grpo_plan(run, budget)
     # Plain GRPO: the off-policy rescue of all-wrong groups is insightloop's own addition.
     plain = run.cfg.fold.grpo.model_copy(update={"mix_offpolicy": False})
@@ -258,8 +255,6 @@ def train_grpo(ctx: Context, run: RunSpec, budget: Budget, out: Path) -> dict[st
 
 def restore_base(ctx: Context, run: RunSpec) -> None:
     """Put the shared policy back on the base weights after a method that changed them."""
-    from insightloop.core.models import resolve_policy
-
     ctx.policy.load_weights(resolve_policy(run.cfg.policy.model))  # type: ignore[attr-defined]
 
 

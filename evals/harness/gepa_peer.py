@@ -26,10 +26,12 @@ from typing import Any
 from insightloop.agent.search.domain import SYSTEM_PROMPT
 from insightloop.core.budget import Budget
 from insightloop.core.lm import Generation
+from insightloop.core.models import resolve_policy
 from insightloop.core.task import Task
 from insightloop.evals.harness.context import Context
 from insightloop.evals.harness.measure import evaluate
 from insightloop.evals.harness.records import MethodResult, RunSpec
+from insightloop.evals.verifiers import verify
 
 COMPONENT = "system_prompt"
 MINIBATCH = 3
@@ -108,7 +110,6 @@ class VerifierEvaluator:
 
     def __call__(self, data: dict[str, Any], response: str) -> Any:
         from gepa.adapters.default_adapter.default_adapter import EvaluationResult
-        from insightloop.evals.verifiers import verify
 
         self.calls += 1
         task = self.tasks[data["additional_context"]["task_id"]]
@@ -192,8 +193,6 @@ def optimize(
 
 def run_gepa(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
     """GEPA on the training problems within the budget, then its best prompt on the test problems."""
-    from insightloop.core.models import resolve_policy
-
     cap = budget.remaining_rollouts() or 0
     if cap < len(run.train):
         return MethodResult(report=evaluate(ctx, run), detail={"note": "budget below one validation pass"})

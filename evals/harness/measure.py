@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from insightloop.agent.learn.loop import EvalItem, EvalReport
+from insightloop.agent.learn.reports import EvalItem, EvalReport
+from insightloop.agent.search.solve import solve_many
 from insightloop.core.budget import Budget
 from insightloop.core.config import Config, SearchConfig
 from insightloop.core.episode import Episode
@@ -51,8 +52,6 @@ def evaluate(
     ctx: Context, run: RunSpec, insights_for: InsightsFor | None = None, lm: LM | None = None
 ) -> EvalReport:
     """The shared test measurement: frozen prompt additions, not charged to the learning budget."""
-    from insightloop.agent.search.solve import solve_many
-
     start = ctx.clock()
     eps = solve_many(
         run.test,

@@ -2,21 +2,19 @@
 
 A method is a function `(ctx, run, budget) -> MethodResult` that spends at most `budget`'s rollouts
 learning from `run.train` and is then measured on `run.test`. `baselines`, `ours` and `gepa_peer`
-hold them; this module only imports them when the table is asked for (they pull in heavy modules),
-so the names are cheap to import (the CLI's `--methods` default).
+hold them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from insightloop.core.budget import Budget
-    from insightloop.evals.harness.context import Context
-    from insightloop.evals.harness.records import MethodResult, RunSpec
+from insightloop.core.budget import Budget
+from insightloop.evals.harness import baselines, gepa_peer, ours
+from insightloop.evals.harness.context import Context
+from insightloop.evals.harness.records import MethodResult, RunSpec
 
-Method = Callable[["Context", "RunSpec", "Budget"], "MethodResult"]
+Method = Callable[[Context, RunSpec, Budget], MethodResult]
 
 # name -> (module in evals.harness, function in it)
 _WHERE: dict[str, tuple[str, str]] = {
@@ -34,8 +32,6 @@ ALL_METHODS: tuple[str, ...] = tuple(_WHERE)
 
 def methods_table() -> dict[str, Method]:
     """The method functions by name, in `ALL_METHODS` order."""
-    from insightloop.evals.harness import baselines, gepa_peer, ours
-
     modules = {"baselines": baselines, "ours": ours, "gepa_peer": gepa_peer}
     return {name: getattr(modules[module], function) for name, (module, function) in _WHERE.items()}
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from insightloop.agent.learn.loop import EvalReport, TrainReport
+from insightloop.agent.learn.reports import EvalReport, TrainReport
 from insightloop.core.budget import Budget
 from insightloop.core.config import Config
 from insightloop.evals.harness.baselines import restore_base
 from insightloop.evals.harness.context import Context
 from insightloop.evals.harness.records import MethodResult, RunSpec
+from insightloop.rl.fold import fold
 
 FOLD_SHARE = 1 / 3  # of the budget reserved for the fold's GRPO samples
 
@@ -77,8 +78,6 @@ def fold_plan(run: RunSpec, budget: int) -> tuple[int, int]:
 
 def _fold(ctx: Context, cfg: Config, where: Path, budget: Budget, steps: int) -> dict:
     """One fold with the planned steps; its GRPO samples and gate attempts are charged as rollouts."""
-    from insightloop.rl.fold import fold
-
     if steps == 0:
         return {"fold": "skipped: the budget leaves no GRPO step"}
     fc = cfg.fold

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from insightloop.agent.learn.loop import EvalReport
+from insightloop.agent.learn.reports import EvalReport
 from insightloop.core.config import Config
 from insightloop.core.task import Task
 from pydantic import BaseModel, Field
@@ -81,14 +81,29 @@ class Aggregate(BaseModel):
     failed: int = 0
 
 
+class Lift(BaseModel):
+    """A method against the unlearned model on one suite, paired per test problem over all seeds:
+    the mean difference, its 95 % paired-bootstrap interval, and McNemar's exact p-value."""
+
+    suite: str
+    method: str
+    baseline: str = "none"
+    n: int
+    lift: float
+    lo: float
+    hi: float
+    mcnemar_p: float
+
+
 class Results(BaseModel):
-    """The whole run: spec, config, machine, every record and the aggregates."""
+    """The whole run: spec, config, machine, every record, the aggregates and the paired lifts."""
 
     spec: EvalSpec
     config: dict[str, Any]
     machine: dict[str, Any]
     records: list[RunRecord] = Field(default_factory=list)
     aggregates: list[Aggregate] = Field(default_factory=list)
+    lifts: list[Lift] = Field(default_factory=list)
     started: float = 0.0
     wall_seconds: float = 0.0
 

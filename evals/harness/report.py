@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from insightloop.core.files import atomic_write
+from insightloop.evals.harness.aggregate import aggregate, lifts
 from insightloop.evals.harness.records import Aggregate, Results
 
 JSON_NAME = "results.json"
@@ -94,6 +95,12 @@ def markdown(res: Results) -> str:
     ]
     for method, acc, tok, sec in overall(res.aggregates):
         lines.append(f"| {method} | {_pct(acc)} | {tok:.0f} | {sec:.0f} |")
+    if res.lifts:
+        lines += ["", "Paired lift over the unlearned model (`none`), per test problem over all seeds:", "",
+                  "| suite | method | test problems | lift (points) | 95% CI (paired bootstrap) | McNemar p |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {x.suite} | {x.method} | {x.n} | {100 * x.lift:+.1f} | "
+                  f"[{100 * x.lo:+.1f}, {100 * x.hi:+.1f}] | {x.mcnemar_p:.3g} |" for x in res.lifts]
     failed = [r for r in res.records if r.error]
     if failed:
         lines += ["", "Failed runs:", ""] + [
@@ -188,8 +195,6 @@ def merge(parts: Sequence[Results]) -> Results:
     """One `Results` from runs of the same settings over different suites, seeds or methods (e.g. two
     processes sharing the machine): records concatenated (a run present twice, or failed, is kept
     once / dropped), aggregates recomputed, wall time = max."""
-    from insightloop.evals.harness.aggregate import aggregate
-
     if not parts:
         raise ValueError("nothing to merge")
     first = parts[0]
@@ -215,6 +220,7 @@ def merge(parts: Sequence[Results]) -> Results:
             "spec": spec,
             "records": records,
             "aggregates": aggregate(records),
+            "lifts": lifts(records),
             "wall_seconds": max(p.wall_seconds for p in parts),
         }
     )

@@ -18,10 +18,11 @@ from collections.abc import Callable
 
 from insightloop.core.budget import Budget
 from insightloop.core.config import Config
-from insightloop.evals.harness.aggregate import aggregate, machine_info
+from insightloop.evals.harness.aggregate import aggregate, lifts, machine_info
 from insightloop.evals.harness.context import Context
 from insightloop.evals.harness.methods import Method, check_methods, methods_table
 from insightloop.evals.harness.records import EvalSpec, Results, RunRecord, RunSpec, failed_record
+from insightloop.evals.suites import load_suite, split
 
 
 class BudgetExceeded(RuntimeError):
@@ -35,8 +36,6 @@ def seeded(cfg: Config, seed: int) -> Config:
 
 def make_runs(spec: EvalSpec, cfg: Config) -> list[RunSpec]:
     """Every (suite, seed) cell with its split: the same for all methods of the cell."""
-    from insightloop.evals.suites import load_suite, split
-
     runs = []
     for seed in spec.seeds:  # seed-major: a cut-short run still has every suite and method
         for suite in spec.suites:
@@ -113,11 +112,11 @@ def run_eval(
                 continue
             ctx.log(f"{run.suite} seed {run.seed}: {name}")
             res.records.append(_one(ctx, run, name, table[name], keep_going))
-            res.aggregates = aggregate(res.records)
+            res.aggregates, res.lifts = aggregate(res.records), lifts(res.records)
             res.wall_seconds = round(ctx.clock() - start, 1)
             if on_record is not None:
                 on_record(res)
-    res.aggregates = aggregate(res.records)
+    res.aggregates, res.lifts = aggregate(res.records), lifts(res.records)
     res.wall_seconds = round(ctx.clock() - start, 1)
     return res
 

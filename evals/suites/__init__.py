@@ -2,34 +2,22 @@
 
 Suite names as written on the command line: `bbh/<task>`, `gsm8k`, `game24`, `countdown`,
 `equation_balancer`, `rg/<dataset>` (any reasoning-gym dataset) and `jsonl:PATH` (a user's file).
-Bundled data is package data of `insightloop.evals`, read through importlib.resources.
+Bundled data is package data of `insightloop.evals`, read through importlib.resources (`bundled`).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from insightloop.core.task import Task
-
-if TYPE_CHECKING:  # importlib.resources.abc only exists from Python 3.11
-    from importlib.resources.abc import Traversable
+from insightloop.evals.suites import bbh, countdown, equation_balancer, game24, gsm8k, jsonl, rg
 
 log = logging.getLogger(__name__)
 
 SUITE_FORMS = "bbh/<task>, gsm8k, game24, countdown, equation_balancer, rg/<dataset>, jsonl:PATH"
 RG_DEFAULT_SIZE = 200
-
-
-def data_file(*parts: str) -> Traversable:
-    """A bundled data file under `evals/data/`."""
-    node = files("insightloop.evals").joinpath("data")
-    for part in parts:
-        node = node.joinpath(part)
-    return node
 
 
 def load_suite(name: str, limit: int | None = None, seed: int = 0, skip_bad: bool = False,
@@ -47,8 +35,6 @@ def load_suite(name: str, limit: int | None = None, seed: int = 0, skip_bad: boo
 
 
 def _dispatch(name: str, limit: int | None, seed: int, skip_bad: bool, fewshot: bool) -> list[Task]:
-    from insightloop.evals.suites import bbh, countdown, equation_balancer, game24, gsm8k, jsonl, rg
-
     if name.startswith("jsonl:"):
         tasks, problems = jsonl.read_task_lines(Path(name.removeprefix("jsonl:")), skip_bad)
         for problem in problems:
@@ -67,8 +53,6 @@ def _dispatch(name: str, limit: int | None, seed: int, skip_bad: bool, fewshot: 
 
 def list_suites() -> list[tuple[str, int | None]]:
     """Every bundled suite with its size; procedural and user suites (rg, jsonl) have size None."""
-    from insightloop.evals.suites import bbh, countdown, equation_balancer, game24, gsm8k
-
     rows: list[tuple[str, int | None]] = [(f"bbh/{t}", bbh.size(t)) for t in bbh.task_names()]
     rows += [("gsm8k", gsm8k.size()), ("game24", game24.size()), ("countdown", countdown.size()),
              ("equation_balancer", equation_balancer.size())]

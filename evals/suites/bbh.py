@@ -11,7 +11,7 @@ import json
 import re
 
 from insightloop.core.task import Task
-from insightloop.evals.suites import data_file
+from insightloop.evals.suites.bundled import data_file
 from insightloop.evals.verifiers import BOOLEAN_WORDS, answer_instruction, boolean_labels, parse_options
 
 NUMERIC_TASKS = frozenset({"multistep_arithmetic_two", "object_counting"})

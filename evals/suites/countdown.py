@@ -11,7 +11,7 @@ from fractions import Fraction
 from itertools import permutations
 
 from insightloop.core.task import Task
-from insightloop.evals.suites import data_file
+from insightloop.evals.suites.bundled import data_file
 from insightloop.evals.verifiers import answer_instruction
 
 FAMILY = "countdown"

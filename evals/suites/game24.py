@@ -10,7 +10,7 @@ import csv
 import io
 
 from insightloop.core.task import Task
-from insightloop.evals.suites import data_file
+from insightloop.evals.suites.bundled import data_file
 from insightloop.evals.verifiers import answer_instruction
 
 FAMILY = "game24"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from insightloop.core.task import Task
-from insightloop.evals.suites import data_file
+from insightloop.evals.suites.bundled import data_file
 from insightloop.evals.verifiers import answer_instruction
 
 FAMILY = "gsm8k"

@@ -106,6 +106,11 @@ class ChoiceVerifier(BaseVerifier):
             return Reward(score=0.0, parsed_answer=answer, error=str(exc))
         return Reward(score=float(letter == ref), parsed_answer=f"({letter})")
 
+    def options(self, task: Task) -> tuple[str, ...] | None:
+        """The option letters, written `(A)`, when the task lists its options."""
+        letters = sorted(task.meta.get("options") or {})
+        return tuple(f"({x})" for x in letters) or None
+
 
 class BooleanVerifier(BaseVerifier):
     """Yes/no, true/false, valid/invalid: same polarity as the reference."""
@@ -117,3 +122,10 @@ class BooleanVerifier(BaseVerifier):
         except ValueError as exc:
             return Reward(score=0.0, parsed_answer=answer, error=str(exc))
         return Reward(score=float(value == ref), parsed_answer=str(value))
+
+    def options(self, task: Task) -> tuple[str, ...] | None:
+        """The task's two labels, in its own vocabulary (`meta["labels"]`, else the reference's)."""
+        labels = task.meta.get("labels")
+        if labels:
+            return tuple(labels)
+        return boolean_labels(task.answer) if task.answer is not None else None
