@@ -21,12 +21,13 @@ from insightloop.apps.runtime import Runtime
 from insightloop.core import events as ev
 from insightloop.core.budget import Budget
 from insightloop.core.config import Config
-from insightloop.core.stats import paired_ci
+from insightloop.core.stats import mcnemar_p, paired_ci
 from insightloop.evals.suites import load_suite, split
 from pydantic import BaseModel, Field
 
 SUMMARY_KEYS = ("baseline_accuracy", "adapted_accuracy", "lift", "lift_ci", "rollouts",
-                "prompt_tokens_per_problem", "insights_admitted", "insights_rejected", "seconds")
+                "prompt_tokens_per_problem", "insights_admitted", "insights_rejected", "seconds", "n_test",
+                "mcnemar_p")
 
 
 class AdaptResult(BaseModel):
@@ -42,6 +43,7 @@ class AdaptResult(BaseModel):
     adapted_accuracy: float
     lift: float
     lift_ci: tuple[float, float]
+    mcnemar_p: float = 1.0
     rollouts: int
     prompt_tokens_per_problem: float
     baseline_prompt_tokens_per_problem: float
@@ -69,6 +71,7 @@ def _result(suite: str, seed: int, budget: int, base: EvalReport, adapted: EvalR
         eval_strategy=f"sample x{cfg.loop.eval_samples} @ T={cfg.loop.eval_temperature}",
         baseline_accuracy=base.accuracy, adapted_accuracy=adapted.accuracy,
         lift=adapted.accuracy - base.accuracy, lift_ci=paired_ci(b, a, random.Random(seed)),
+        mcnemar_p=mcnemar_p(b, a),
         rollouts=train.rollouts, prompt_tokens_per_problem=adapted.prompt_tokens_per_problem,
         baseline_prompt_tokens_per_problem=base.prompt_tokens_per_problem,
         insights_admitted=train.insights_admitted, insights_rejected=train.insights_rejected,
@@ -86,7 +89,7 @@ def adapt(suite: str, n_train: int, n_test: int, budget: int, cfg: Config, run_d
     """
     start = clock()
     cfg = cfg.model_copy(update={"seed": seed, "search": cfg.search.model_copy(update={"seed": seed})})
-    train_tasks, test_tasks = split(load_suite(suite, seed=seed), n_train, n_test, seed)
+    train_tasks, test_tasks = split(load_suite(suite, seed=seed), n_train, n_test, seed, cap_test=True)
     rt = runtime or Runtime(cfg, clock=clock)
     with tempfile.TemporaryDirectory(prefix="insightloop-adapt-") as tmp:
         where = Path(run_dir) if run_dir is not None else Path(tmp)

@@ -144,7 +144,7 @@ def test_the_loop_learns_worked_examples_and_shows_them_at_evaluation(tmp_path) 
     policy = ScoringPolicy()
     with MemoryStore.open(tmp_path, HashingEmbedder(), cfg.memory) as store:
         learner = Learner(policy, policy, store, cfg, random.Random(0), run_dir=tmp_path)  # type: ignore[arg-type]
-        assert learner.admission is not None  # the policy can score: the paired test is used
+        assert learner.curator.admission is not None  # the policy can score: the paired test is used
         before = learner.evaluate(tasks[5:], use_memory=True, budget=Budget().start())
         report = learner.train(tasks[:5], Budget(max_rollouts=40))
         examples = [i for i in store.list_insights(status="active") if i.kind == "example"]

@@ -9,13 +9,13 @@ from insightloop.agent.learn.analyst import (
     Analysis,
     Analyst,
     AnalystFormatError,
-    leak_reason,
     parse_json,
     parse_lines,
     render_pair,
-    synthesize,
 )
+from insightloop.agent.learn.leaks import leak_reason
 from insightloop.agent.learn.pairs import make_pair
+from insightloop.agent.learn.synthesis import synthesize
 from insightloop.core.budget import Budget
 from insightloop.core.episode import Trajectory
 from insightloop.core.lm import Generation, GenRequest

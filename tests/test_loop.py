@@ -7,7 +7,8 @@ import random
 from typing import Any
 
 import pytest
-from insightloop.agent.learn.loop import ADMIT_REASON, FAIL_REASON, Learner
+from insightloop.agent.learn.curation import ADMIT_REASON, FAIL_REASON
+from insightloop.agent.learn.loop import Learner
 from insightloop.core import events as ev
 from insightloop.core.budget import Budget
 from insightloop.core.config import Config, load_config

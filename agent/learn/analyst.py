@@ -13,33 +13,24 @@ actionable insights ("When ..., do/avoid ..."). Two output formats fill the same
   line's opening words ("INSIGHT: When"): prefix-constrained decoding that keeps even a 135M model
   in the template instead of copying it.
 
-`leak_reason` rejects insights that state the source problem's answer or copy its text.
-`synthesize` writes a fresh chain for the source problem from the analysis; it is kept only when
-the verifier accepts its answer.
+Leak checks live in `agent.learn.leaks`, chain synthesis in `agent.learn.synthesis`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Literal
 
 from insightloop.agent.learn.pairs import Pair, steps_of
-from insightloop.agent.search.domain import ATTEMPT_PRIMER, build_messages, cut_after_answer
 from insightloop.core.budget import Budget
-from insightloop.core.episode import Chain
 from insightloop.core.lm import LM, Generation, GenRequest, Message
-from insightloop.core.task import Reward, Task
+from insightloop.core.task import Task
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 Format = Literal["json", "lines", "auto"]
-VerifyFn = Callable[[Task, str], Reward]
 LINE_KEYS = {"STEP": "step_critique", "PIVOT": "strategic_pivot", "SUCCESS": "success_pattern",
              "FAILURE": "failure_mode"}
-GENERIC_ANSWERS = {"true", "false", "yes", "no", "valid", "invalid"}
-META_WORDS = ("insight", "guidance", "failure mode", "success pattern", "correct attempt",
-              "wrong attempt", "the analyst")
 
 
 class AnalystFormatError(ValueError):
@@ -283,76 +274,3 @@ def _try_lines(text: str, divergence: int) -> Analysis | None:
 
 class BudgetSpent(AnalystFormatError):
     """The budget ran out before the analysis finished."""
-
-
-def _words(text: str) -> list[str]:
-    return "".join(c.lower() if c.isalnum() else " " for c in text).split()
-
-
-def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
-
-
-def _contains_phrase(hay: list[str], needle: list[str]) -> bool:
-    n = len(needle)
-    return n > 0 and any(hay[i:i + n] == needle for i in range(len(hay) - n + 1))
-
-
-def _leaks_answer(words: list[str], answer: str) -> bool:
-    ans = _words(answer)
-    if not ans:
-        return False
-    if " ".join(ans) in GENERIC_ANSWERS:
-        # 'true', 'no' ... are ordinary words in a general rule; only a stated verdict leaks.
-        return any(_contains_phrase(words, [w, *ans]) for w in ("answer", "is", "be"))
-    return _contains_phrase(words, ans)
-
-
-def leak_reason(text: str, task: Task, copy_ngram: int = 4, copy_fraction: float = 0.5) -> str | None:
-    """Why an insight must be rejected for its source task (answer leak, copied text), or None."""
-    words, prompt = _words(text), _words(task.prompt)
-    if task.answer and _leaks_answer(words, task.answer):
-        return "leaks the source problem's answer"
-    grams = _ngrams(words, copy_ngram)
-    if grams and len(grams & _ngrams(prompt, copy_ngram)) / len(grams) >= copy_fraction:
-        return "copies the source problem's text"
-    if _ngrams(words, 8) & _ngrams(prompt, 8):
-        return "copies the source problem's text"
-    numbers = {w for w in words if w.isdigit()} & {w for w in prompt if w.isdigit()}
-    if len(numbers) >= 2:
-        return "quotes the source problem's numbers: not general"
-    return None
-
-
-def guidance_of(analysis: Analysis) -> list[str]:
-    """The lines given to the synthesizer: the insights, what worked, and what to avoid."""
-    out = [i.text for i in analysis.insights]
-    if analysis.success_pattern:
-        out.append(f"Do: {analysis.success_pattern}")
-    if analysis.failure_mode:
-        out.append(f"Avoid: {analysis.failure_mode}")
-    return out
-
-
-def has_meta_language(text: str) -> bool:
-    low = text.lower()
-    return any(w in low for w in META_WORDS)
-
-
-def synthesize(task: Task, analysis: Analysis, lm: LM, verify: VerifyFn, budget: Budget,
-               max_tokens: int = 256, temperature: float = 0.7, seed: int = 0,
-               episode_id: str | None = None) -> Chain | None:
-    """Write a fresh chain for the source task following the analysis; one counted rollout.
-
-    The chain counts as verified only if the verifier accepts its answer and it does not talk about
-    the guidance: it must read as a plain solution, to be trained on without the guidance.
-    """
-    if not budget.allows(1):
-        return None
-    req = GenRequest(messages=build_messages(task, guidance_of(analysis)), assistant_prefix=ATTEMPT_PRIMER,
-                     n=1, max_tokens=max_tokens, temperature=temperature, seed=seed)
-    gen = lm.generate([req])[0][0]
-    budget.charge([gen], rollouts=1)
-    text = cut_after_answer(ATTEMPT_PRIMER + gen.text)
-    ok = gen.finish_reason != "error" and verify(task, text).correct and not has_meta_language(text)
-    return Chain(task=task, text=text, verified=ok, source_episode=episode_id)

@@ -12,7 +12,8 @@ Both kinds then face the same admission test (`agent.learn.admission`).
 from __future__ import annotations
 
 from insightloop.agent.learn.admission import Candidate
-from insightloop.agent.learn.analyst import Analysis, leak_reason
+from insightloop.agent.learn.analyst import Analysis
+from insightloop.agent.learn.leaks import leak_reason
 from insightloop.agent.learn.pairs import Pair
 from insightloop.core.episode import Chain, Episode, Trajectory
 from insightloop.core.prompt import Hint

@@ -35,7 +35,8 @@ DEMO_OVERRIDES = ["search.strategy=mcts", "search.width=2", "search.max_depth=3"
 def adapt(
     suite: Annotated[str, typer.Option("--suite", help="suite to adapt to, e.g. bbh/boolean_expressions")],
     n_train: Annotated[int, typer.Option("--train", min=1, help="training problems")] = 5,
-    n_test: Annotated[int, typer.Option("--test", min=1, help="held-out test problems")] = 40,
+    n_test: Annotated[int, typer.Option(
+        "--test", min=1, help="held-out test problems (at most the rest of the suite)")] = 120,
     budget: Annotated[int, typer.Option("--budget", min=1, help="rollouts for learning")] = 60,
     run_dir: Annotated[Path | None, run_dir_option("keep the memory there")] = None,
     as_json: AsJson = False,
@@ -104,6 +105,7 @@ def result_table(res: AdaptResult) -> Table:
     rows = [("baseline accuracy (no memory)", _pct(res.baseline_accuracy)),
             ("adapted accuracy (frozen memory)", _pct(res.adapted_accuracy)),
             ("lift (points, 95% paired CI)", f"{100 * res.lift:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"),
+            ("McNemar p (paired, exact)", f"{res.mcnemar_p:.3g} on {res.n_test} test problems"),
             ("rollouts used (learning)", f"{res.rollouts} / {res.budget}"),
             ("prompt tokens per test problem", f"{res.prompt_tokens_per_problem:.0f} "
                                                f"(baseline {res.baseline_prompt_tokens_per_problem:.0f})"),

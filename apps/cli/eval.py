@@ -29,7 +29,8 @@ def eval_(
         "--methods", help="comma-separated method names (default: all of the harness's methods; "
                           "an unknown name lists them)")] = None,
     n_train: Annotated[int, typer.Option("--train", min=1, help="training problems per seed")] = 5,
-    n_test: Annotated[int, typer.Option("--test", min=1, help="test problems per seed")] = 20,
+    n_test: Annotated[int, typer.Option(
+        "--test", min=1, help="test problems per seed (at most the rest of the suite)")] = 120,
     budget: Annotated[int, typer.Option("--budget", min=1, help="learning rollouts per method and run")] = 30,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="number of seeds (0..S-1)")] = 3,
     seed_start: Annotated[int, typer.Option("--seed-start", min=0, help="first seed (to split a run)")] = 0,

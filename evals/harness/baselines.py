@@ -24,7 +24,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from insightloop.agent.learn.analyst import CandidateInsight, leak_reason
+from insightloop.agent.learn.analyst import CandidateInsight
+from insightloop.agent.learn.leaks import leak_reason
 from insightloop.agent.search.domain import ATTEMPT_PRIMER
 from insightloop.agent.search.solve import solve_many
 from insightloop.core.budget import Budget

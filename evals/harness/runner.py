@@ -40,7 +40,8 @@ def make_runs(spec: EvalSpec, cfg: Config) -> list[RunSpec]:
     for seed in spec.seeds:  # seed-major: a cut-short run still has every suite and method
         for suite in spec.suites:
             limit = spec.n_train + spec.n_test if suite.startswith("rg/") else None
-            train, test = split(load_suite(suite, limit=limit, seed=seed), spec.n_train, spec.n_test, seed)
+            train, test = split(load_suite(suite, limit=limit, seed=seed), spec.n_train, spec.n_test, seed,
+                                cap_test=True)
             runs.append(
                 RunSpec(
                     suite=suite, seed=seed, budget=spec.budget, train=train, test=test, cfg=seeded(cfg, seed)

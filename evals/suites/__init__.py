@@ -59,10 +59,14 @@ def list_suites() -> list[tuple[str, int | None]]:
     return rows + [("rg/<dataset>", None), ("jsonl:PATH", None)]
 
 
-def split(tasks: list[Task], n_train: int, n_test: int, seed: int) -> tuple[list[Task], list[Task]]:
-    """Disjoint train and test sets drawn by a seeded shuffle: the same inputs give the same split."""
+def split(tasks: list[Task], n_train: int, n_test: int, seed: int,
+          cap_test: bool = False) -> tuple[list[Task], list[Task]]:
+    """Disjoint train and test sets drawn by a seeded shuffle: the same inputs give the same split.
+    With `cap_test`, a suite smaller than asked gives all its other problems as the test set."""
     if n_train < 0 or n_test < 0:
         raise ValueError(f"n_train and n_test must be >= 0, got {n_train} and {n_test}")
+    if cap_test and n_train < len(tasks):
+        n_test = min(n_test, len(tasks) - n_train)
     if n_train + n_test > len(tasks):
         raise ValueError(f"cannot split {len(tasks)} tasks into {n_train} train + {n_test} test")
     order = list(range(len(tasks)))
