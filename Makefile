@@ -37,7 +37,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not real and not gpu"
 
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py --out bench-results
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -91,6 +91,7 @@ def adapt(suite: str, n_train: int, n_test: int, budget: int, cfg: Config, run_d
     cfg = cfg.model_copy(update={"seed": seed, "search": cfg.search.model_copy(update={"seed": seed})})
     train_tasks, test_tasks = split(load_suite(suite, seed=seed), n_train, n_test, seed, cap_test=True)
     rt = runtime or Runtime(cfg, clock=clock)
+    rt.prompt_limit.check([*train_tasks, *test_tasks])  # before any model work
     with tempfile.TemporaryDirectory(prefix="insightloop-adapt-") as tmp:
         where = Path(run_dir) if run_dir is not None else Path(tmp)
         with rt.memory(where) as store:

@@ -5,7 +5,9 @@ the policy unless `analyst:` is set), the embedder on `memory.embed_device`, the
 `Learner` wired to them, with a fold hook when `loop.fold_every` is set. Every command — solve,
 adapt, eval, daemon, inspect, insights, bench — gets its parts here, so one setting means the same
 thing everywhere. Parts can be passed in (a loaded policy reused across runs, a fake in a test), and
-`wrap_lm` wraps every LM built here (the daemon's retrying guard).
+`wrap_lm` wraps every LM built here (the daemon's retrying guard). `prompt_limit` says, before the
+policy loads, which task prompts its context cannot hold; every entry point that loads tasks checks
+them there.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from insightloop.agent.backends import make_lm
+from insightloop.agent.backends.context import PromptLimit, context_window, search_reserve
 from insightloop.agent.learn.loop import Folder, Learner
 from insightloop.core import events as ev
 from insightloop.core.config import Config
@@ -44,6 +47,14 @@ class Runtime:
     def policy(self) -> LM:
         given = self._given["policy"]
         return given if given is not None else self._wrap(make_lm(self.cfg.policy))
+
+    @cached_property
+    def prompt_limit(self) -> PromptLimit:
+        """The longest task prompt the policy's context holds under this config, known without loading
+        the policy. A policy passed in (a fake, or one loaded elsewhere) is not checked: the config
+        may not describe it."""
+        window = None if self._given["policy"] is not None else context_window(self.cfg.policy)
+        return PromptLimit(window, search_reserve(self.cfg))
 
     @cached_property
     def analyst(self) -> LM:

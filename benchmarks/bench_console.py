@@ -128,6 +128,8 @@ def main() -> None:
                 print(f"build: {part:<28} {secs:8.2f} s")
         for line, secs in measure(run):
             print(f"{line:<44} {secs * 1000:9.1f} ms")
+            if line in ("curve", "budget"):
+                print(f"ratio: console {line} at {args.episodes} episodes / 200 ms target = {secs / 0.2:.2f}")
     finally:
         if args.keep is None:
             shutil.rmtree(run, ignore_errors=True)

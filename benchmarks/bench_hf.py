@@ -88,6 +88,7 @@ def batch_table(backend: HFBackend, max_tokens: int, threads: int) -> dict[int, 
         rates[batch] = rate
         gflops = rate * 2 * params / 1e9
         print(f"{batch:>6} {rate:>9.1f} {gflops:>8.1f} {gflops / peak:>10.2f}")
+        print(f"ratio: hf batch {batch} model GFLOP/s / matmul GFLOP/s = {gflops / peak:.2f}")
     llama = llama_cpp_tokens_per_s(max_tokens, threads)
     if llama is None:
         print("llama.cpp: llama-cpp-python is not installed (optional); no ratio")
@@ -124,6 +125,7 @@ def reuse_table(backend: HFBackend, max_tokens: int, repeats: int = 4) -> None:
     print(f"{'reuse':>10} {'seconds':>9} {'speedup':>8}")
     for label, secs in times.items():
         print(f"{label:>10} {min(secs):>9.3f} {base / min(secs):>7.2f}x")
+    print(f"ratio: prefix reuse (warm) speedup = {base / min(times['on (warm)']):.2f}x")
 
 
 def main() -> None:

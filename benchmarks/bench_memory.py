@@ -150,6 +150,8 @@ def check_targets(rows: list[dict[str, Any]]) -> bool:
         for text, met in checks:
             print(f"target at {r['n']}: {text}: {'met' if met else 'MISSED'}")
             ok &= met
+        print(f"ratio: memory at {r['n']}: exact p50 / hnsw p50 = {r['exact']['p50_ms'] / h['p50_ms']:.1f}x, "
+              f"hnsw recall@10 = {h['recall']:.3f}")
     return ok
 
 

@@ -101,6 +101,10 @@ def main() -> None:
     off, on = rows[0], rows[1]
     print(f"\nprefix reuse: {on['rollouts_per_s'] / off['rollouts_per_s']:.2f}x rollouts/s "  # type: ignore[operator]
           f"(MCTS, budget {args.budgets[0]}); load {os.getloadavg()[0]:.2f}")
+    print(f"ratio: MCTS gen tokens/s / backend batch-32 rate = "
+          f"{on['completion_tok_per_s'] / ceiling:.2f}")  # type: ignore[operator]
+    print(f"ratio: MCTS prefix reuse on / off (rollouts/s) = "
+          f"{on['rollouts_per_s'] / off['rollouts_per_s']:.2f}x")  # type: ignore[operator]
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -13,11 +15,45 @@ from typing import Any, Literal
 
 import yaml
 from insightloop.core.errors import UserError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+SHOWN_VALUE_CHARS = 60  # a bad value is quoted in an error up to this length, so the error stays one line
+
+
+def _is_number(annotation: Any) -> bool:
+    """Whether a field holds a number (`int`, `float`, optionally `| None`)."""
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(a in (int, float) for a in args)
+    return False
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """A config section: unknown keys, infinite or NaN numbers and booleans for numbers are refused.
+
+    YAML reads `.inf`, `1e400` (as a float too large to hold) and `true` as values pydantic would
+    accept as inf and 1; none of them is a setting anyone means, so they are errors that name the key.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _is_number(field.annotation):
+            raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+        return value
 
 
 class ModelConfig(Strict):
@@ -31,7 +67,7 @@ class ModelConfig(Strict):
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     threads: int | None = Field(None, ge=1)
-    max_batch: int = Field(16, ge=1)
+    max_batch: int = Field(32, ge=1, description="rows decoded together (hf); refilled as rows finish")
     max_concurrency: int = Field(8, ge=1)
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)
@@ -58,7 +94,7 @@ class SearchConfig(Strict):
     temperature: float = Field(0.8, ge=0)
     c_uct: float = Field(1.4, ge=0)
     seed: int = 0
-    parallel_tasks: int = Field(16, ge=1, description="tasks searched at once, sharing the backend's batch")
+    parallel_tasks: int = Field(32, ge=1, description="tasks searched at once, sharing the backend's batch")
     answer_mode: Literal["free", "choose"] = Field(
         "choose", description="choose: where the task has a closed answer set (yes/no, option letters) and "
         "the backend can score, the answer after 'Answer:' is the option of highest likelihood; free: as written")
@@ -129,6 +165,8 @@ class LoopConfig(Strict):
     admission_level: float = Field(0.9, gt=0.5, lt=1, description="a candidate is admitted only when the "
                                    "one-sided bootstrap bound of its mean gain at this level is above zero")
     analyst_drafts: int = Field(3, ge=1, description="candidate rules sampled per contrast pair")
+    round_size: int = Field(5, ge=1, description="training tasks searched together per round (one batch), "
+                            "then learned from in turn; 1 is CORE's one episode at a time")
 
 
 class GRPOFoldConfig(Strict):
@@ -243,6 +281,35 @@ class DaemonConfig(Strict):
     backend_pause_max_s: float = Field(900.0, ge=0)
     max_task_attempts: int = Field(3, ge=1, description="episodes raising on a task before it is failed")
     stop_grace_s: float = Field(3.0, ge=0, description="on SIGTERM, wait this long for a safe point")
+    learn: bool = Field(True, description="learn from labeled inbox tasks after answering them (off: "
+                        "answer only, e.g. a control run)")
+
+
+class RayConfig(Strict):
+    """Episodes on Ray workers (`insightloop daemon|eval --workers N`); unused by the single process.
+
+    The driver keeps the run's state; one writer actor owns the memory; N worker actors run episodes,
+    each with its own policy (hf) or calling shared generation servers (litellm with `api_base`).
+    """
+
+    workers: int = Field(0, ge=0, description="episode workers; 0: the single-process default (no Ray). "
+                         "--workers overrides it")
+    address: str | None = Field(None, description="a running cluster to join ('auto', 'HOST:6379'); unset: "
+                                "start a local Ray runtime on the loopback interface. --ray-address overrides it")
+    num_cpus: int | None = Field(None, ge=1, description="local runtime: logical CPUs (unset: workers × "
+                                 "worker_cpus + 1, one spare for a fold)")
+    object_store_mb: int = Field(200, ge=80, description="local runtime: the shared-memory object store, in MB")
+    worker_cpus: float = Field(1.0, ge=0, description="CPUs each worker reserves")
+    worker_gpus: float = Field(0.0, ge=0, description="GPUs each worker reserves (an hf policy on a GPU)")
+    fold_gpus: float | None = Field(None, ge=0, description="GPUs a fold asks for; unset: 1 when the cluster "
+                                    "has a GPU, else 0 (the fold runs on a CPU)")
+    worker_fail_after: int = Field(3, ge=1, description="failed episodes in a row after which a worker is "
+                                   "replaced by a fresh one")
+    batch_ops: int = Field(64, ge=1, description="memory writes a worker buffers before it sends them")
+    api_bases: list[str] = Field(default_factory=list, description="shared generation servers (OpenAI-"
+                                 "compatible, litellm backend): worker i calls api_bases[i mod n] instead of "
+                                 "policy.api_base, so N servers share the workers")
+    call_timeout_s: float = Field(600.0, gt=0, description="longest wait for the memory writer's answer")
 
 
 class Config(Strict):
@@ -255,11 +322,38 @@ class Config(Strict):
     loop: LoopConfig = Field(default_factory=LoopConfig)
     fold: FoldConfig = Field(default_factory=FoldConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
     seed: int = 0
 
 
 class ConfigError(UserError, ValueError):
     """A config file or override is wrong; the message says how to fix it."""
+
+
+def _shown(value: Any) -> str:
+    """`repr(value)`, cut to `SHOWN_VALUE_CHARS`."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_VALUE_CHARS else text[: SHOWN_VALUE_CHARS - 1] + "…"
+
+
+def _yaml_problem(err: Exception) -> str:
+    """What PyYAML found wrong, in one line (its own message spans several, with a caret)."""
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return " ".join(str(problem).split())
+
+
+def _parse_value(dotted: str, raw: str) -> Any:
+    """A `--set` value as YAML reads it (`''` is null); not YAML is an error naming the key."""
+    if raw == "":
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(
+            f"--set {dotted}: the value {_shown(raw)} is not valid YAML ({_yaml_problem(e)}); "
+            f"quote it to pass it as text, e.g. --set '{dotted}=\"...\"'") from None
 
 
 def _set_path(data: dict[str, Any], dotted: str, raw: str) -> None:
@@ -269,7 +363,7 @@ def _set_path(data: dict[str, Any], dotted: str, raw: str) -> None:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {dotted}: '{k}' is a value, not a section")
-    node[keys[-1]] = yaml.safe_load(raw) if raw != "" else None
+    node[keys[-1]] = _parse_value(dotted, raw)
 
 
 def _explain(err: ValidationError, source: str) -> ConfigError:
@@ -281,7 +375,7 @@ def _explain(err: ValidationError, source: str) -> ConfigError:
         elif e["type"] == "value_error":  # a validator's own message already says what to write
             lines.append(f"  {loc}: {e.get('ctx', {}).get('error', e['msg'])}")
         else:
-            lines.append(f"  {loc} = {e.get('input')!r}: {e['msg']}")
+            lines.append(f"  {loc} = {_shown(e.get('input'))}: {e['msg']}")
     return ConfigError("\n".join(lines))
 
 
@@ -290,15 +384,34 @@ def bundled_config_path(name: str) -> Path:
     return Path(str(resources.files("insightloop.configs").joinpath(name)))
 
 
+def _read_text(src: Path) -> str:
+    """The config file's text; a missing, unreadable or non-UTF-8 file is a `ConfigError`."""
+    try:
+        return src.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {src}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {src} is a directory; give the path of a YAML file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {src} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                          f"{e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {src}: {e.strerror or e}") from None
+
+
+def _read_yaml(src: Path) -> Any:
+    """The config file parsed as YAML (an empty file is an empty mapping)."""
+    text = _read_text(src)
+    try:
+        return yaml.safe_load(text) or {}
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"{src} is not valid YAML: {e}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load YAML (default: bundled default.yaml), apply `key=value` overrides, validate."""
     src = Path(path) if path else bundled_config_path("default.yaml")
-    if not src.exists():
-        raise ConfigError(f"config file not found: {src}")
-    try:
-        data = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{src} is not valid YAML: {e}") from e
+    data = _read_yaml(src)
     if not isinstance(data, dict):
         raise ConfigError(f"{src}: the top level must be a mapping of sections, got {type(data).__name__}")
     for item in overrides or []:

@@ -3,8 +3,8 @@
 Every error a user can cause (a bad config, a malformed task file, a missing model package, refused
 credentials, a damaged run directory) derives from `UserError`. The CLI's one error boundary turns
 any of them into its message on stderr and `exit_code` (2: bad input or configuration; 3: another
-daemon holds the run directory), never a traceback. Anything else is a bug or a systemic fault and
-keeps its traceback.
+daemon holds the run directory; 1: a failed run, whose backend failed every call), never a
+traceback. Anything else is a bug or a systemic fault and keeps its traceback.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ so far in a search tree). Token counts are the backend's own tokenizer counts, s
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Hashable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -138,6 +139,41 @@ class Reloadable(LM, Protocol):
     """
 
     def load_weights(self, path: str | Path) -> None: ...
+
+
+class CallTally:
+    """How many backend calls were made and how many failed (after retries), with the last error.
+
+    A backend that turns failed calls into error generations keeps one, so a caller can tell a run
+    whose every call failed (a failed run) from a measured accuracy of zero. Thread-safe: backends
+    call from worker threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.failed = 0
+        self.last_error: str | None = None
+
+    def record(self, error: str | None = None) -> None:
+        """Count one call; `error` set means it failed."""
+        with self._lock:
+            self.calls += 1
+            if error is not None:
+                self.failed += 1
+                self.last_error = error
+
+    @property
+    def all_failed(self) -> bool:
+        """At least one call was made and none succeeded."""
+        return self.calls > 0 and self.failed == self.calls
+
+
+@runtime_checkable
+class Tallied(Protocol):
+    """A backend whose failed calls come back as error generations, counted in `tally`."""
+
+    tally: CallTally
 
 
 def render_plain(req: GenRequest) -> str:

@@ -85,6 +85,12 @@ def _convert(gguf: Path, dest: Path) -> None:
         (tmp / "insightloop.json").write_text(json.dumps({"source": str(gguf), "name": POLICY_NAME}))
 
 
+def converted_policy_folder() -> Path | None:
+    """The converted SmolLM2 folder if a conversion has completed, without converting."""
+    dest = cache_dir() / "models" / POLICY_NAME
+    return dest if _is_complete(dest) else None
+
+
 def embedded_policy_path() -> Path:
     """The converted SmolLM2 safetensors folder, converting from the GGUF on first use."""
     dest = cache_dir() / "models" / POLICY_NAME

@@ -5,12 +5,15 @@ The schema and its version live in `memory.schema`; `connect` checks them on eve
 Every change runs inside `write(...)`: one `BEGIN IMMEDIATE` transaction that also appends an event
 with the next version number. The event's JSON payload carries a summary plus a snapshot of every
 insight row and per-task credit row the transaction wrote (None for a deleted row), so the state
-of the insights at any version can be rebuilt from the events alone (diff, rollback).
+of the insights at any version can be rebuilt from the events alone (diff, rollback). Inside a
+`batch(...)` (a writer applying many changes at once) each change is a savepoint instead: it keeps
+its own event and version, and all of them reach the disk with one commit.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,10 +22,12 @@ from typing import Any
 
 import numpy as np
 from insightloop.memory import schema
+from insightloop.memory.errors import MemoryAccessError
 from insightloop.memory.records import Insight, TaskStats
 
 BUSY_TIMEOUT_MS = 30_000
 DB_NAME = "memory.sqlite"
+_SAVEPOINT = "memory_write"
 
 INSIGHT_COLUMNS = (
     "id",
@@ -50,23 +55,61 @@ STAT_COLUMNS = ("insight_id", "task_id", "uses", "utility_sum", "utility_sq", "s
 SELECT_STAT = "SELECT " + ", ".join(STAT_COLUMNS) + " FROM insight_task_stats"
 
 
+def _sqlite(target: str, uri: bool) -> sqlite3.Connection:
+    return sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False,
+                           timeout=BUSY_TIMEOUT_MS / 1000)
+
+
+def _is_access_error(err: sqlite3.Error) -> bool:
+    """Refused by the file system (read-only, cannot create the -shm/-wal files), not by the content."""
+    name = getattr(err, "sqlite_errorname", "")  # Python 3.11+; the message says the same
+    return (isinstance(err, sqlite3.OperationalError)
+            and (name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN"))
+                 or any(s in str(err) for s in ("readonly database", "unable to open database file"))))
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why a writer could not change the memory file, if it could not: the file or its directory (where
+    SQLite keeps its -wal and -shm files) is read-only to this process, or on a read-only mount."""
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is read-only"
+    if not os.access(path.parent, os.W_OK):
+        return "its directory is read-only"
+    return None
+
+
 def connect(path: Path, readonly: bool) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), busy timeout set, its schema
     checked and (writer) created or migrated; see `memory.schema`. A read-only connection opens the
-    file with `mode=ro` and never creates it."""
+    file with `mode=ro` and never creates it. A file the file system will not let SQLite read or
+    write there (a read-only directory) raises `MemoryAccessError`."""
     if readonly:
         if not path.is_file():
             raise FileNotFoundError(f"no memory at {path}")
         target, uri = f"{path.resolve().as_uri()}?mode=ro", True
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise MemoryAccessError(path, e.strerror or str(e), readonly) from e
+        unwritable = _unwritable(path)
+        if unwritable is not None:  # else SQLite opens it read-only without a word, and the first write fails
+            raise MemoryAccessError(path, unwritable, readonly)
         target, uri = str(path), False
-    conn = sqlite3.connect(
-        target, uri=uri, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-    )
+    try:
+        conn = _sqlite(target, uri)
+    except sqlite3.Error as e:
+        if _is_access_error(e):
+            raise MemoryAccessError(path, str(e), readonly) from e
+        raise
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         schema.prepare(conn, path, readonly)
+    except sqlite3.Error as e:
+        conn.close()
+        if _is_access_error(e):
+            raise MemoryAccessError(path, str(e), readonly) from e
+        raise
     except BaseException:
         conn.close()
         raise
@@ -178,28 +221,48 @@ def current_version(conn: sqlite3.Connection) -> int:
 
 
 @contextmanager
-def write(conn: sqlite3.Connection, kind: str, clock: Callable[[], float]) -> Iterator[Tx]:
-    """One write transaction plus its event. The version is taken inside the transaction, so two
-    writers never hand out the same number."""
-    conn.execute("BEGIN IMMEDIATE")
+def _transaction(conn: sqlite3.Connection, nested: bool) -> Iterator[None]:
+    """A write transaction of its own, or (`nested`, inside an open batch) a savepoint that the batch
+    commits: a failure then undoes this write alone and the batch decides what happens next."""
+    conn.execute(f"SAVEPOINT {_SAVEPOINT}" if nested else "BEGIN IMMEDIATE")
     try:
+        yield
+        conn.execute(f"RELEASE {_SAVEPOINT}" if nested else "COMMIT")
+    except BaseException:
+        if nested and conn.in_transaction:
+            conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+            conn.execute(f"RELEASE {_SAVEPOINT}")
+        elif conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def write(conn: sqlite3.Connection, kind: str, clock: Callable[[], float], nested: bool = False) -> Iterator[Tx]:
+    """One write transaction plus its event. The version is taken inside the transaction, so two
+    writers never hand out the same number. `nested`: inside a batch (`batch`), as a savepoint; the
+    write still gets its own event and version, and reaches the disk with the batch's commit."""
+    with _transaction(conn, nested):
         tx = Tx(conn, current_version(conn) + 1, clock(), kind)
         yield tx
         conn.execute(
             "INSERT INTO events (version, ts, kind, payload) VALUES (?, ?, ?, ?)",
             (tx.version, tx.now, tx.kind, tx.event_payload()),
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 @contextmanager
-def untracked(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def untracked(conn: sqlite3.Connection, nested: bool = False) -> Iterator[sqlite3.Connection]:
     """A write transaction without an event, for derived data (stored vectors), which is not a
-    memory change and gets no version."""
+    memory change and gets no version. `nested`: a savepoint inside a batch, as for `write`."""
+    with _transaction(conn, nested):
+        yield conn
+
+
+@contextmanager
+def batch(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One transaction around many writes (each `nested`): one commit, so one sync to disk, for all
+    of them; any exception rolls every one of them back."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn

@@ -1,7 +1,8 @@
 """The memory's known errors: a change asked of a reader, and a memory file that cannot be opened.
 
-`MemoryFileError` and `MemoryVersionError` are `UserError`s: the file is damaged, or was written by
-another insightloop version, and the message says which file it is and what to do about it.
+`MemoryFileError`, `MemoryVersionError` and `MemoryAccessError` are `UserError`s: the file is
+damaged, was written by another insightloop version, or lies where it cannot be read or written
+(a read-only directory or mount), and the message says which file it is and what to do about it.
 """
 
 from __future__ import annotations
@@ -45,3 +46,16 @@ class MemoryVersionError(UserError):
             )
         super().__init__(f"{path}: {advice}")
         self.path, self.found, self.known, self.readonly = path, found, known, readonly
+
+
+class MemoryAccessError(UserError):
+    """The memory file cannot be opened or changed where it lies (a read-only directory or mount)."""
+
+    def __init__(self, path: Path, detail: str, readonly: bool) -> None:
+        doing = "read" if readonly else "written"
+        super().__init__(
+            f"{path} cannot be {doing} there ({detail}): SQLite writes the file and its -wal and -shm files "
+            "beside it, so a read-only mount or files that are not yours stop it; make the run directory "
+            "writable, or copy it to a writable place and pass that as --run-dir"
+        )
+        self.path, self.readonly = path, readonly

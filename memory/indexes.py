@@ -86,6 +86,13 @@ class Indexes:
             return None
         return int(ns[0, 0]), float(scores[0, 0])
 
+    def invalidate(self) -> None:
+        """Forget the loaded indexes; the next use loads them again. After a rolled-back batch: an
+        index refreshed inside it may hold rows that were never committed, under a version number
+        the next commit reuses, so catching up by version would not notice."""
+        with self.session.lock:
+            self._loaded, self._seen, self.state = None, -1, "not loaded"
+
     def save(self) -> None:
         """Write index.faiss now (a long-running writer may call this at checkpoints)."""
         with self.session.lock:

@@ -2,8 +2,8 @@
 
 A session owns the connection, one re-entrant lock (a part may hold it across several queries, e.g.
 "find the nearest insight, then write"), read transactions (one committed snapshot per block), write
-transactions (one event and one new memory version each, refused on a read-only session), id
-generation and the small key-value table for run state.
+transactions (one event and one new memory version each, refused on a read-only session), batches
+of them (one commit for many writes), id generation and the small key-value table for run state.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class Session:
         self.clock = clock
         self.rng = rng
         self.lock = threading.RLock()
+        self._batching = False
 
     @classmethod
     def open(
@@ -62,17 +63,36 @@ class Session:
 
     @contextmanager
     def write(self, kind: str) -> Iterator[db.Tx]:
-        """A write transaction that commits as one event of `kind` (and one new version)."""
+        """A write transaction that commits as one event of `kind` (and one new version); inside
+        `batch` it is a savepoint committed with the batch."""
         if self.readonly:
             raise ReadOnlyError("this memory was opened read-only; open it with readonly=False to change it")
-        with self.lock, db.write(self.conn, kind, self.clock) as tx:
+        with self.lock, db.write(self.conn, kind, self.clock, nested=self._batching) as tx:
             yield tx
 
     @contextmanager
     def untracked(self) -> Iterator[sqlite3.Connection]:
         """A write transaction with no event, for derived data such as stored vectors."""
-        with self.lock, db.untracked(self.conn) as conn:
+        with self.lock, db.untracked(self.conn, nested=self._batching) as conn:
             yield conn
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many writes in one transaction: each keeps its own event and version, one commit makes
+        them all durable, and an exception rolls all of them back. Re-entrant (an inner batch joins
+        the outer one); the lock is held throughout, so no other thread's write interleaves."""
+        if self.readonly:
+            raise ReadOnlyError("this memory was opened read-only; open it with readonly=False to change it")
+        with self.lock:
+            if self._batching:
+                yield
+                return
+            with db.batch(self.conn):
+                self._batching = True
+                try:
+                    yield
+                finally:
+                    self._batching = False
 
     @property
     def version(self) -> int:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -135,6 +136,17 @@ class MemoryStore:
     def save_index(self) -> None:
         """Write index.faiss now (a long-running writer may call this at checkpoints)."""
         self.indexes.save()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Apply many changes in one transaction (see `Session.batch`): each keeps its own event and
+        version; all are committed together, or none when the block raises."""
+        try:
+            with self.session.batch():
+                yield
+        except BaseException:
+            self.indexes.invalidate()  # they may have caught up with rows that were rolled back
+            raise
 
     # ---- run state (`Session`) ---------------------------------------------------------------
     def kv_get(self, key: str, default: Any = None) -> Any:

@@ -66,6 +66,9 @@ class FakeLearner:
         self.runs: list[str] = []
         self.fail_ids: set[str] = set()
 
+    def respond(self, task: Task, budget: Budget, learn: bool = True) -> Episode:
+        return self.run_episode(task, learn and task.answer is not None, budget)
+
     def run_episode(self, task: Task, train: bool, budget: Budget) -> Episode:
         self.runs.append(task.id)
         if task.id in self.fail_ids:
@@ -535,3 +538,33 @@ def test_daemon_start_keeps_the_last_counters(tmp_path: Path) -> None:
     write_starting_status(tmp_path, 2000.0, logging.getLogger("test-daemon-start"))
     st = read_status(tmp_path)
     assert st is not None and st.state == "starting: loading models" and st.counters.done == 2
+
+
+def test_the_guard_keeps_a_backends_ability_to_score() -> None:
+    from insightloop.apps.daemon.guard import GuardedScorer, guard
+    from insightloop.core.lm import Scorer, ScoreRequest, Scores
+
+    class Scoring:
+        name = "scoring"
+
+        def generate(self, reqs: list) -> list:
+            return [[] for _ in reqs]
+
+        def score(self, reqs: list[ScoreRequest]) -> list[Scores]:
+            return [Scores(logprobs=[-1.0], tokens=[1], prompt_tokens=3) for _ in reqs]
+
+    class Plain:
+        name = "plain"
+
+        def generate(self, reqs: list) -> list:
+            return [[] for _ in reqs]
+
+    stop = threading.Event()
+    scorer = guard(Scoring(), CallStats(), stop)
+    assert isinstance(scorer, GuardedScorer) and isinstance(scorer, Scorer)
+    req = ScoreRequest(messages=(), continuations=(" Yes",))
+    assert scorer.score([req])[0].logprobs == [-1.0]  # type: ignore[attr-defined]
+    assert not isinstance(guard(Plain(), CallStats(), stop), Scorer)
+    stop.set()
+    with pytest.raises(StopRequested):
+        scorer.score([req])  # type: ignore[attr-defined]

@@ -312,3 +312,18 @@ def test_adapt_measures_the_lift_on_a_jsonl_suite(tmp_path: Any) -> None:
     assert res.n_train == 4 and res.n_test == 6 and res.insights == [LESSON]
     lo, hi = paired_ci([0, 0, 1, 1], [1, 0, 1, 1], random.Random(0))
     assert lo == 0.0 and hi == 0.75  # one of four items gained: P(mean >= 0.75) ~ 5% under resampling
+
+
+def test_respond_answers_greedily_with_the_memory_then_learns() -> None:
+    store, events = FakeStore(), []
+    policy = FakePolicy()
+    learner = _learner(_cfg(), store, policy=policy, events=events)
+    task = _tasks(1)[0]
+    answer = learner.respond(task, Budget(max_rollouts=20))
+    assert answer.meta["phase"] == "answer" and answer.strategy == "sample" and answer.rollouts == 1
+    assert not answer.correct  # greedy, no lesson yet: the fake answers 0; the reference is not used to pick
+    phases = [e.meta["phase"] for e in store.episodes]
+    assert phases[0] == "answer" and "train" in phases  # then a training episode on the labeled task
+    assert store.insights  # ... which taught it the lesson
+    again = learner.respond(task, Budget(max_rollouts=20), learn=False)
+    assert again.correct and [e.meta["phase"] for e in store.episodes].count("train") == phases.count("train")

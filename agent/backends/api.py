@@ -5,6 +5,8 @@
   request's generations come back with `finish_reason="error"` and the error text. Authentication,
   permission and unknown-model/provider errors raise `LMConfigError`: retrying cannot fix them.
 - Bounded concurrency: calls run on a thread pool of `max_concurrency` workers.
+- `tally` counts the calls and those that failed after the retries, so a run whose every call
+  failed can be reported as a failed run rather than as an accuracy of zero.
 - Accounting from the response's `usage`; cost from litellm's price table (0.0 for unknown models,
   e.g. a local server). As in the other backends, every generation reports the prompt it was
   conditioned on (so token budgets do not depend on whether a server honours `n`); with `n` choices
@@ -34,7 +36,14 @@ from typing import Any
 
 from insightloop.core.config import ModelConfig
 from insightloop.core.errors import UserError
-from insightloop.core.lm import Generation, GenRequest, GenStream, truncate_at_pattern, truncate_at_stop
+from insightloop.core.lm import (
+    CallTally,
+    Generation,
+    GenRequest,
+    GenStream,
+    truncate_at_pattern,
+    truncate_at_stop,
+)
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else litellm downloads prices at import
@@ -107,6 +116,7 @@ class LiteLLMBackend:
         self._sleep = sleep
         self._n_supported: bool | None = None
         self._lock = threading.Lock()
+        self.tally = CallTally()
 
     @staticmethod
     def _read_key(cfg: ModelConfig) -> str | None:
@@ -188,15 +198,18 @@ class LiteLLMBackend:
     def _one(self, req: GenRequest, n: int, seed: int | None) -> list[Generation]:
         """One API call; errors become error generations, config errors raise."""
         try:
-            return self._parse(req, self._call(self._kwargs(req, n, seed)))
+            gens = self._parse(req, self._call(self._kwargs(req, n, seed)))
         except Exception as err:
             if is_config_error(err):
                 raise LMConfigError(self._explain(err)) from err
             log.warning("%s: request failed after retries: %s", self.name, err)
             status = _status(err)
             where = f"HTTP {status} " if status is not None else ""
-            return [Generation(text="", finish_reason="error", error=f"{where}{type(err).__name__}: {err}")
-                    for _ in range(n)]
+            error = f"{where}{type(err).__name__}: {err}"
+            self.tally.record(error)
+            return [Generation(text="", finish_reason="error", error=error) for _ in range(n)]
+        self.tally.record()
+        return gens
 
     def _explain(self, err: BaseException) -> str:
         hint = f"check ${self.cfg.api_key_env}" if self.cfg.api_key_env else "set policy.api_key_env"

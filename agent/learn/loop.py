@@ -147,7 +147,7 @@ class Learner:
         self.estimate_baselines([t for t in labeled if self._needs_baseline(t)], budget)
         while labeled and budget.allows(1):
             spent = budget.rollouts
-            self.run_episode(self._pick(labeled), True, budget)
+            self.run_round(self._pick_round(labeled, budget), budget)
             if budget.rollouts == spent:
                 break  # nothing could be spent (e.g. a token or time cap): do not spin
         rep = self.report
@@ -160,26 +160,78 @@ class Learner:
     def _needs_baseline(self, task: Task) -> bool:
         return task.id not in self.baselines and self.store.baseline(task.id) is None
 
+    def _pick_round(self, tasks: Sequence[Task], budget: Budget) -> list[Task]:
+        """Up to `loop.round_size` distinct tasks, drawn one by one with failure-biased weights, as
+        many as the budget can pay for with what learning from each costs (synthesis, admission tries)."""
+        loop = self.cfg.loop
+        tries = 0 if self.curator.admission is not None else loop.max_candidates
+        per_task = self.cfg.search.rollouts + tries + int(loop.synthesize)
+        left = budget.remaining_rollouts()
+        size = loop.round_size if left is None else max(1, min(loop.round_size, left // per_task))
+        pool, out = list(tasks), []
+        while pool and len(out) < size:
+            out.append(self._pick(pool))
+            pool.remove(out[-1])
+        return out
+
+    def _retrieve(self, task: Task, train: bool) -> list[Insight]:
+        mem = self.cfg.memory
+        return self.store.retrieve(task, mem.top_k, train, mem.prompt_token_budget) if mem.top_k else []
+
     def run_episode(self, task: Task, train: bool, budget: Budget) -> Episode:
         """One task end to end (see the module docstring); learning happens only when `train`."""
-        mem = self.cfg.memory
-        insights = self.store.retrieve(task, mem.top_k, train, mem.prompt_token_budget) if mem.top_k else []
-        ep_id = new_episode_id(task)
-        self.emit(ev.EpisodeStarted(episode_id=ep_id, task_id=task.id, family=task.family, train=train,
-                                    insights=[i.id for i in insights]))
-        ep = self._solve(task, self.cfg.search, hints_of(insights), budget, ep_id)
+        return self.run_round([task], budget, train)[0]
+
+    def respond(self, task: Task, budget: Budget, learn: bool = True) -> Episode:
+        """Answer a task as a user receives it, then learn from it: the answer is one attempt with the
+        memory as it stands and the evaluation decoding (greedy by default), so a reference answer is
+        only used to grade it, never to choose it; a labeled task then gets a training episode
+        (search, credit, curation) when `learn`. Returns the answer's episode (phase `answer`)."""
+        used = self._retrieve(task, False)
+        ep = self._solve(task, self.eval_search(), hints_of(used), budget)
+        ep.meta.update(phase="answer", insight_ids=[i.id for i in used])
+        self._log(ep)
+        self.emit(ev.EpisodeFinished(episode_id=ep.id, task_id=task.id, train=False,
+                                     correct=ep.correct if ep.reward is not None else None,
+                                     reward=ep.reward.score if ep.reward else None, rollouts=ep.rollouts,
+                                     prompt_tokens=ep.prompt_tokens, completion_tokens=ep.completion_tokens,
+                                     seconds=ep.seconds, answer=ep.answer))
+        if learn and task.answer is not None and budget.allows(1):
+            self.run_episode(task, True, budget)
+        return ep
+
+    def run_round(self, tasks: Sequence[Task], budget: Budget, train: bool = True) -> list[Episode]:
+        """Several tasks' episodes searched together (one batch for all their requests) with the
+        memory as it stands, then learned from one by one: the loop stays CORE's, a round at a time."""
+        used = {t.id: self._retrieve(t, train) for t in tasks}
+        ids: dict[str, str] = {}
+
+        def started(task: Task) -> list[Hint]:
+            ids[task.id] = new_episode_id(task)
+            self.emit(ev.EpisodeStarted(episode_id=ids[task.id], task_id=task.id, family=task.family,
+                                        train=train, insights=[i.id for i in used[task.id]]))
+            return hints_of(used[task.id])
+
+        seeds = {t.id: random.Random(self.rng.randrange(2**31)) for t in tasks}
+        eps = solve_many(list(tasks), self.policy, self.cfg.search, started, budget=budget,
+                         verifier_for=self.verifier_for, clock=self.clock, episode_ids=ids,
+                         rng_for=lambda t: seeds[t.id])
+        for ep in eps:
+            self._finish(ep, used[ep.task.id], train, budget)
+        return eps
+
+    def _finish(self, ep: Episode, insights: list[Insight], train: bool, budget: Budget) -> None:
         ep.meta.update(phase="train" if train else "run", insight_ids=[i.id for i in insights])
-        if train and task.answer is not None:
+        if train and ep.task.answer is not None:
             self._learn(ep, insights, budget)
         self._log(ep)
-        self.emit(ev.EpisodeFinished(episode_id=ep.id, task_id=task.id, train=train, correct=ep.correct,
+        self.emit(ev.EpisodeFinished(episode_id=ep.id, task_id=ep.task.id, train=train, correct=ep.correct,
                                      reward=ep.reward.score if ep.reward else 0.0, rollouts=ep.rollouts,
                                      prompt_tokens=ep.prompt_tokens, completion_tokens=ep.completion_tokens,
                                      seconds=ep.seconds))
         self._budget_event(budget)
         if train:
             self._maybe_fold()
-        return ep
 
     def _log(self, ep: Episode) -> None:
         """The store is the one record of episodes: the console shows them, the fold learns from them."""

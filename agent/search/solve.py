@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from insightloop.agent.search.driver import Batch, Clock, InsightsFor, Job, OnEvent, start_job
 from insightloop.core.budget import Budget
@@ -23,6 +23,9 @@ from insightloop.core.lm import LM, Scorer
 from insightloop.core.prompt import Hint
 from insightloop.core.task import Reward, Task, Verifier
 from insightloop.evals.verifiers import get_verifier
+
+RngFor = Callable[[Task], random.Random]
+VerifierFor = Callable[[Task], Verifier]
 
 
 def default_verifier(task: Task) -> Verifier:
@@ -109,16 +112,25 @@ def solve(task: Task, lm: LM, cfg: SearchConfig, insights: Sequence[str | Hint] 
 
 def solve_many(tasks: Iterable[Task], lm: LM, cfg: SearchConfig, insights_for: InsightsFor | None = None, *,
                budget: Budget | None = None, verifier: Verifier | None = None, on_event: OnEvent | None = None,
-               max_active: int = 8, clock: Clock = time.time) -> list[Episode]:
+               max_active: int = 32, clock: Clock = time.time, rng_for: RngFor | None = None,
+               verifier_for: VerifierFor | None = None, episode_ids: dict[str, str] | None = None,
+               ) -> list[Episode]:
     """Solve tasks with up to `max_active` searches in flight (see `agent.search.driver`).
 
     Episodes come back in task order. With a run-level `budget`, each task reserves up to
     `cfg.rollouts` of what is left when it starts, so the run never exceeds the budget's rollouts.
+    A task is checked by `verifier`, else `verifier_for(task)`, else the verifier it names. Its
+    randomness is `task_rng(task, cfg.seed)` unless `rng_for` gives another (repeated training
+    episodes of one task must not repeat each other). `episode_ids` may name episodes by task id
+    (`insights_for`, called first for each task, may fill it in).
     """
+    check = verifier_for or default_verifier
 
     def open_job(task: Task, own: Budget) -> Job:
         insights = list(insights_for(task)) if insights_for else []
-        return start_job(task, cfg, insights, own, task_rng(task, cfg.seed), verifier or default_verifier(task),
-                         clock, new_episode_id(task), isinstance(lm, Scorer))
+        rng = rng_for(task) if rng_for else task_rng(task, cfg.seed)
+        ep_id = (episode_ids or {}).get(task.id) or new_episode_id(task)
+        return start_job(task, cfg, insights, own, rng, verifier or check(task), clock, ep_id,
+                         isinstance(lm, Scorer))
 
     return Batch(tasks, cfg, open_job, finish_episode, budget, on_event, max_active, clock).run(lm)

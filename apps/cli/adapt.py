@@ -15,6 +15,7 @@ import typer
 from insightloop.apps.adapt import AdaptResult
 from insightloop.apps.adapt import adapt as measure
 from insightloop.apps.cli.errors import user_errors
+from insightloop.apps.cli.failed_run import RunFailed, run_failure
 from insightloop.apps.cli.options import AsJson, ConfigFile, Overrides, load, run_dir_option
 from insightloop.apps.runtime import Runtime
 from insightloop.core import events as ev
@@ -65,13 +66,18 @@ def run_adapt(cfg: Config, *, suite: str, n_train: int, n_test: int, budget: int
     with Runtime(cfg) as runtime, user_errors(ValueError):  # an unknown suite or a split too small
         res = measure(suite, n_train, n_test, budget, cfg, run_dir=run_dir, seed=seed, on_event=progress(err),
                       runtime=runtime)
+        failure = run_failure(runtime.policy, cfg.policy)
     if as_json:
-        print(json.dumps(res.summary()))
-        return
-    out = Console()
-    out.print(result_table(res))
-    for text in res.insights:
-        out.print(f"  - {escape(text)}")
+        print(json.dumps({**res.summary(), "error": failure}))
+    else:
+        out = Console()
+        out.print(result_table(res))
+        for text in res.insights:
+            out.print(f"  - {escape(text)}")
+        if failure is not None:
+            out.print(f"[bold red]run failed[/]: {escape(failure)}")
+    if failure is not None:  # every backend call failed: the accuracies above measured nothing
+        raise RunFailed(failure)
 
 
 def progress(console: Console) -> ev.EventSink:

@@ -19,12 +19,18 @@ from insightloop.apps.cli.options import ConfigFile, Overrides, json_option, loa
 from insightloop.apps.daemon.lock import lock_holder
 from insightloop.apps.daemon.run import run_daemon
 from insightloop.apps.daemon.status import DaemonStatus, read_status
+from insightloop.apps.distributed.cluster import requested_workers
+from insightloop.apps.distributed.run import run_daemon_on_ray
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 DaemonRunDir = Annotated[Path, run_dir_option("run directory (inbox/, outbox/, status.json)")]
 StatusRunDir = Annotated[Path, run_dir_option("the daemon's run directory")]
+Workers = Annotated[int | None, typer.Option(
+    "--workers", min=0, help="run episodes on N Ray workers (default: ray.workers; 0: one process, no Ray)")]
+RayAddress = Annotated[str | None, typer.Option(
+    "--ray-address", help="join this Ray cluster (default: ray.address; unset: start a local one)")]
 
 
 def daemon(
@@ -33,9 +39,16 @@ def daemon(
     overrides: Overrides = None,
     exit_when_idle: Annotated[bool, typer.Option(
         "--exit-when-idle", help="exit once the inbox is empty and there is nothing to practise")] = False,
+    workers: Workers = None,
+    ray_address: RayAddress = None,
 ) -> None:
     """Run the improvement daemon: inbox tasks and self-practice, until SIGTERM/SIGINT."""
-    abandoned = run_daemon(run_dir, load(config, overrides), exit_when_idle)
+    cfg = load(config, overrides)
+    n = requested_workers(cfg.ray, workers, ray_address)
+    if n:  # episodes on Ray workers; the single-process path below never imports Ray
+        run_daemon_on_ray(run_dir, cfg, n, ray_address, exit_when_idle)
+        return
+    abandoned = run_daemon(run_dir, cfg, exit_when_idle)
     if abandoned:  # a worker is still inside an LM call: leave without waiting for it
         sys.stdout.flush()
         sys.stderr.flush()
@@ -75,6 +88,9 @@ def status_table(st: DaemonStatus, run_dir: Path, running: bool) -> Table:
             ("memory version", str(st.memory_version)), ("checkpoint", st.checkpoint or "base model"),
             ("last error", st.last_error or "-"),
             ("updated", f"{max(0.0, time.time() - st.updated_at):.0f}s ago")]
+    if c.junk:
+        rows.insert(4, ("inbox junk", f"{c.junk} waiting that are not valid tasks (lines, or whole files): "
+                                      "they will go to failed/ with the reason"))
     for metric, use in st.budget.items():
         cap = "no cap" if use.cap is None else f"cap {use.cap:g}, {use.left:g} left"
         rows.append((f"{metric} / {use.window}", f"{use.used:g} used ({cap})"))

@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from insightloop.apps.cli.daemon import RayAddress, Workers
 from insightloop.apps.cli.errors import user_errors
 from insightloop.apps.cli.options import ConfigFile, Overrides, load
+from insightloop.apps.distributed.cluster import requested_workers
+from insightloop.apps.distributed.evaluation import run_eval_on_ray
 from insightloop.core.config import Config
 from insightloop.evals.harness.context import Context
 from insightloop.evals.harness.methods import ALL_METHODS
@@ -39,18 +42,22 @@ def eval_(
     config: ConfigFile = None,
     overrides: Overrides = None,
     resume: Annotated[bool, typer.Option("--resume", help="keep finished runs of OUT/results.json")] = False,
+    workers: Workers = None,
+    ray_address: RayAddress = None,
 ) -> None:
     """Benchmark methods side by side: same model, same splits, same rollout budget."""
     cfg = load(config, overrides)
+    n = requested_workers(cfg.ray, workers, ray_address)
     with user_errors(ValueError):  # pydantic's ValidationError is a ValueError: say which field
         spec = EvalSpec(suites=_split(suite), methods=list(ALL_METHODS) if methods is None else _split(methods),
                         n_train=n_train, n_test=n_test, budget=budget,
                         seeds=list(range(seed_start, seed_start + seeds)), config=config,
                         overrides=list(overrides or []))
-    run_and_report(cfg, spec, out, resume)
+    run_and_report(cfg, spec, out, resume, n, ray_address)
 
 
-def run_and_report(cfg: Config, spec: EvalSpec, out: Path, resume: bool) -> None:
+def run_and_report(cfg: Config, spec: EvalSpec, out: Path, resume: bool, workers: int = 0,
+                   ray_address: str | None = None) -> None:
     """Run the spec, saving OUT/results.json and results.md after every run; print the table."""
     err = Console(stderr=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -60,12 +67,19 @@ def run_and_report(cfg: Config, spec: EvalSpec, out: Path, resume: bool) -> None
         save_json(res, out)
         (out / "results.md").write_text(markdown(res), encoding="utf-8")
 
-    ctx = Context(cfg, log=lambda msg: err.print(escape(msg)))
-    try:
-        with user_errors(ValueError):  # an unknown method or suite
-            res = run_eval(spec, ctx, on_record=save, previous=previous)
-    finally:
-        ctx.close()
+    def log(msg: str) -> None:
+        err.print(escape(msg))
+
+    if workers:  # the cells on Ray workers; the single-process path below never imports Ray
+        with user_errors(ValueError):
+            res = run_eval_on_ray(spec, cfg, workers, ray_address, on_record=save, previous=previous, log=log)
+    else:
+        ctx = Context(cfg, log=log)
+        try:
+            with user_errors(ValueError):  # an unknown method or suite
+                res = run_eval(spec, ctx, on_record=save, previous=previous)
+        finally:
+            ctx.close()
     paths = write_report(res, out)
     print(markdown(res))
     err.print("wrote " + ", ".join(escape(str(p)) for p in paths.values()))

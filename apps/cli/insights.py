@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from insightloop.apps.cli.errors import CommandError
 from insightloop.apps.cli.options import ConfigFile, Overrides, json_option, load, run_dir_option
 from insightloop.apps.console.views_insights import diff_table, insight_table
 from insightloop.apps.runtime import Runtime
+from insightloop.memory.db import DB_NAME
 from insightloop.memory.store import MemoryStore
 from rich.console import Console
 from rich.markup import escape
@@ -34,11 +36,16 @@ Embedder = Annotated[str | None, typer.Option(
 
 @contextmanager
 def _memory(run_dir: Path, config: str | None, overrides: list[str] | None, *, readonly: bool,
-            embedder: str | None = None) -> Iterator[MemoryStore]:
-    """The run's memory store, opened through the runtime (embedder on `memory.embed_device`)."""
-    if readonly and not (run_dir / "memory.sqlite").is_file():
-        raise typer.BadParameter(f"{run_dir} holds no memory.sqlite", param_hint="--run-dir")
+            embedder: str | None = None, create: bool = False) -> Iterator[MemoryStore]:
+    """The run's memory store, opened through the runtime (embedder on `memory.embed_device`).
+
+    Only `create` (an import, which may restore a memory into a new run directory) makes one; any
+    other command on a directory without memory.sqlite is refused, so a mistyped --run-dir is named
+    rather than created.
+    """
     cfg = load(config, overrides)
+    if not create and not (run_dir / DB_NAME).is_file():
+        raise CommandError(f"no memory in {run_dir} (it holds no {DB_NAME}); check --run-dir")
     if embedder is not None:
         cfg = cfg.model_copy(update={"memory": cfg.memory.model_copy(update={"embedder": embedder})})
     with Runtime(cfg, run_dir) as runtime:
@@ -165,7 +172,7 @@ def import_cmd(path: Path, run_dir: RunDir, embedder: Embedder = None, as_json: 
     """Merge a JSON-lines export into this run's memory."""
     if not path.is_file():
         raise typer.BadParameter(f"{path} does not exist", param_hint="PATH")
-    with _memory(run_dir, config, overrides, readonly=False, embedder=embedder) as store:
+    with _memory(run_dir, config, overrides, readonly=False, embedder=embedder, create=True) as store:
         try:
             report = store.import_jsonl(path)
         except ValueError as e:

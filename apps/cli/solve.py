@@ -2,12 +2,16 @@
 
 The solving itself is `agent.search.solve.solve_many`; this module only wires it to rich (progress
 bar, table) or to one JSON object on stdout, and stores episodes in a run directory's memory as they finish.
+Everything that can be checked before the model loads is: the config, the tasks (an ad-hoc answer
+as a task file's would be), every prompt against the model's context, and the run's memory. A run
+whose every backend call failed is a failed run (`failed_run`, exit code 1), not an accuracy of zero.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
@@ -16,17 +20,22 @@ import typer
 from insightloop.agent.search.solve import solve_many
 from insightloop.agent.search.summary import SolveSummary, summarize
 from insightloop.apps.cli.errors import CommandError
+from insightloop.apps.cli.failed_run import RunFailed, run_failure
 from insightloop.apps.cli.options import AsJson, ConfigFile, Overrides, load, run_dir_option
 from insightloop.apps.runtime import Runtime
 from insightloop.core.config import Config
+from insightloop.core.episode import Episode
 from insightloop.core.events import EpisodeFinished
 from insightloop.core.events import Event as SolveEvent
+from insightloop.core.lm import LM
 from insightloop.core.task import Task
 from insightloop.evals.suites import load_suite
+from insightloop.evals.suites.jsonl import check_answer
 from insightloop.evals.verifiers import TASK_FILE_VERIFIERS as JSONL_VERIFIERS
 from insightloop.evals.verifiers import answer_instruction
 from insightloop.memory.episodes import open_episodes
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -65,10 +74,20 @@ def _shortcuts(strategy: str | None, budget: int | None) -> list[str]:
 
 
 def adhoc_task(prompt: str, verifier: str, answer: str | None) -> Task:
-    """A one-off task from the command line, checked by a verifier a task file could name."""
+    """A one-off task from the command line, checked as a task file's line would be: a verifier a
+    task file could name, a prompt, and a reference answer that verifier could ever match."""
     if verifier not in JSONL_VERIFIERS:
         raise CommandError(f"unknown verifier {verifier!r}; allowed: {', '.join(JSONL_VERIFIERS)}")
     text = prompt.strip()
+    if not text:
+        raise CommandError("--prompt is empty; give the problem's text")
+    if answer is not None:
+        if not answer.strip():
+            raise CommandError("--answer is empty; give the reference answer, or leave --answer out")
+        try:
+            check_answer(verifier, answer, text)
+        except ValueError as exc:
+            raise CommandError(f"--answer: {exc}") from None
     if "Answer:" not in text:  # ask for the answer line the verifier reads
         text += "\n\n" + answer_instruction(verifier)
     return Task(id="adhoc", family="adhoc", prompt=text, answer=answer, verifier=verifier)
@@ -86,17 +105,39 @@ def suite_tasks(suite: str, limit: int | None, seed: int) -> list[Task]:
 
 
 def run(cfg: Config, tasks: list[Task], run_dir: Path | None, as_json: bool) -> SolveSummary:
-    """Solve `tasks` with the configured policy; print a progress bar and the table (or JSON)."""
+    """Solve `tasks` with the configured policy; print a progress bar and the table (or JSON).
+
+    The prompts and the run's memory are checked before the policy loads; a run whose every backend
+    call failed raises `RunFailed` after its report.
+    """
     err = Console(stderr=True)
     out = err if as_json else Console()
-    with err.status("loading the policy model..."):
-        lm = Runtime(cfg).policy
+    runtime = Runtime(cfg)
+    runtime.prompt_limit.check(tasks)  # a prompt the context cannot hold, before any model work
+    with ExitStack() as store:  # the run's memory, opened first: a damaged one is refused at once
+        save = store.enter_context(open_episodes(run_dir)).add if run_dir is not None else None
+        with err.status("loading the policy model..."):
+            lm = runtime.policy
+        summary = _solve(cfg, tasks, lm, save, out)
+    failure = run_failure(lm, cfg.policy)
+    if as_json:
+        print(json.dumps({**summary.model_dump(mode="json"), "error": failure}))
+    else:
+        out.print(report_table(summary))
+        if failure is not None:
+            out.print(f"[bold red]run failed[/]: {escape(failure)}")
+    if failure is not None:
+        raise RunFailed(failure)
+    return summary
+
+
+def _solve(cfg: Config, tasks: list[Task], lm: LM, save: Callable[[Episode], object] | None,
+           out: Console) -> SolveSummary:
+    """Solve with a progress bar; `save` stores each finished episode."""
     progress = Progress(TextColumn("solving"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[acc]}"), TimeElapsedColumn(), console=out)
     bar = progress.add_task("solve", total=len(tasks), acc="")
     hits = [0, 0]
-    store = ExitStack()  # the run's memory, closed once solving ends
-    save = store.enter_context(open_episodes(run_dir)).add if run_dir is not None else None
 
     def on_event(event: SolveEvent) -> None:
         if not isinstance(event, EpisodeFinished):
@@ -109,14 +150,9 @@ def run(cfg: Config, tasks: list[Task], run_dir: Path | None, as_json: bool) -> 
         progress.update(bar, advance=1, acc=f"correct {hits[0]}/{hits[1]}" if hits[1] else "")
 
     start = time.monotonic()
-    with store, progress:
+    with progress:
         episodes = solve_many(tasks, lm, cfg.search, on_event=on_event, max_active=cfg.search.parallel_tasks)
-    summary = summarize(episodes, cfg.search.strategy, seconds=time.monotonic() - start)
-    if as_json:
-        print(json.dumps(summary.model_dump(mode="json")))
-    else:
-        out.print(report_table(summary))
-    return summary
+    return summarize(episodes, cfg.search.strategy, seconds=time.monotonic() - start)
 
 
 def _fmt(x: float | None, pct: bool = False) -> str:

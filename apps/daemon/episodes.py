@@ -26,9 +26,13 @@ ALL_ERRORED = "every generation of the episode errored"
 
 
 class EpisodeRunner(Protocol):
-    """What the daemon needs of the learning loop (`agent.loop.Learner` provides it)."""
+    """What the daemon needs of the learning loop (`agent.learn.loop.Learner` provides it):
+    `respond` answers a task with the memory as it stands, then learns from it if it is labeled;
+    `run_episode` is one training episode (self-practice)."""
 
     def run_episode(self, task: Task, train: bool, budget: Budget) -> Episode: ...
+
+    def respond(self, task: Task, budget: Budget, learn: bool = True) -> Episode: ...
 
 
 class Outcome(BaseModel):
@@ -52,12 +56,15 @@ class Episodes:
         self.clock = clock
         self.log = log
 
-    def run(self, task: Task, train: bool) -> Outcome:
-        """Run one episode; record its spend whatever happened."""
+    def run(self, task: Task, train: bool, respond: bool = False, learn: bool = True) -> Outcome:
+        """Run one episode (with `respond`: answer, then learn if `learn`); record its spend whatever
+        happened."""
         budget = self.windows.episode_budget(self.clock()).start(self.clock)
         self.stats.reset()
         try:
-            out = Outcome(episode=self.learner.run_episode(task, train, budget))
+            ep = (self.learner.respond(task, budget, learn) if respond
+                  else self.learner.run_episode(task, train, budget))
+            out = Outcome(episode=ep)
         except StopRequested:
             out = Outcome(stopped=True)
         except Exception as e:  # the task is retried (or failed after max_task_attempts); the daemon goes on

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from insightloop.core.lm import LM, Generation, GenRequest, Reloadable
+from insightloop.core.lm import LM, Generation, GenRequest, Reloadable, Scorer, ScoreRequest, Scores
 from tenacity import (
     Retrying,
     retry_if_exception_type,
@@ -100,3 +100,25 @@ class GuardedLM:
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else [],
         )
         return retrying(self._call, reqs)
+
+
+class GuardedScorer(GuardedLM):
+    """A guarded backend that can also score answer options (`core.lm.Scorer`): scoring passes
+    refuse to start after a stop request and count as calls, like generations."""
+
+    def score(self, reqs: list[ScoreRequest]) -> list[Scores]:
+        if self.stop.is_set():
+            raise StopRequested
+        try:
+            return self.inner.score(reqs)  # type: ignore[attr-defined]
+        except Exception as e:
+            self.stats.raised, self.stats.last_error = True, f"{type(e).__name__}: {e}"
+            raise
+
+
+def guard(inner: LM, stats: CallStats, stop: threading.Event, retries: int = 2,
+          backoff_s: float = 1.0) -> GuardedLM:
+    """The guard for a backend, keeping its ability to score answers (choice by likelihood and the
+    paired admission test need it); generation goes through the guard's retries either way."""
+    cls = GuardedScorer if isinstance(inner, Scorer) else GuardedLM
+    return cls(inner, stats, stop, retries, backoff_s)

@@ -5,7 +5,9 @@ this run dir, so results never mix). It is parsed with the JSONL task parser
 (`evals.suites.jsonl.parse_task_file`), which gives every line's number and bytes with its task or
 its problem; the inbox adds its own limits (file size, prompt length). Bad lines go to
 `failed/<stem>.rejected.jsonl` with a sidecar `<that>.error.json` giving line numbers and reasons,
-good lines proceed; a file with no good line goes to `failed/` whole, with its sidecar.
+good lines proceed; a file with no good line goes to `failed/` whole, with its sidecar. A prompt
+longer than `daemon.max_prompt_chars`, or one the policy's context cannot hold (`prompt_problem`,
+the runtime's `PromptLimit`), is a bad line like any other.
 
 Results are appended to `outbox/<name>`; `rebuild_outbox` rewrites it (atomically) from the
 committed results whenever a file is resumed or finished, so the outbox ends with exactly one line
@@ -27,6 +29,8 @@ from pydantic import BaseModel, Field
 
 SUBDIRS = ("inbox", "processing", "done", "failed", "outbox")
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".swp")
+
+PromptProblem = Callable[[Task], str | None]  # why a task's prompt is refused, or None
 
 
 class ParsedFile(BaseModel):
@@ -56,7 +60,16 @@ def _file_fault(path: Path, max_file_bytes: int) -> str | None:
     return None
 
 
-def parse_inbox_file(path: Path, max_prompt_chars: int, max_file_bytes: int) -> ParsedFile:
+def _prompt_fault(task: Task, max_prompt_chars: int, prompt_problem: PromptProblem | None) -> str | None:
+    """Why the inbox refuses this task's prompt: too many characters, or more than the context holds."""
+    if len(task.prompt) > max_prompt_chars:
+        return (f"task {task.id!r}: the prompt has {len(task.prompt)} characters; "
+                f"the limit is {max_prompt_chars} (daemon.max_prompt_chars)")
+    return prompt_problem(task) if prompt_problem is not None else None
+
+
+def parse_inbox_file(path: Path, max_prompt_chars: int, max_file_bytes: int,
+                     prompt_problem: PromptProblem | None = None) -> ParsedFile:
     """Parse one claimed file. Never raises on bad input: reasons end up in `rejected` / `fatal`."""
     fault = _file_fault(path, max_file_bytes)
     if fault is not None:
@@ -65,9 +78,9 @@ def parse_inbox_file(path: Path, max_prompt_chars: int, max_file_bytes: int) -> 
     rejected: list[TaskLine] = []
     for entry in parse_task_file(path):
         task = entry.task
-        if task is not None and len(task.prompt) > max_prompt_chars:
-            entry = _refuse(entry, path, f"task {task.id!r}: the prompt has {len(task.prompt)} characters; "
-                                         f"the limit is {max_prompt_chars} (daemon.max_prompt_chars)")
+        problem = _prompt_fault(task, max_prompt_chars, prompt_problem) if task is not None else None
+        if problem is not None:
+            entry = _refuse(entry, path, problem)
         if entry.task is not None:
             good.append(entry.task)
         else:
@@ -76,6 +89,12 @@ def parse_inbox_file(path: Path, max_prompt_chars: int, max_file_bytes: int) -> 
     if not good:
         fatal = "no valid task in the file" if rejected else "the file holds no task (it is empty)"
     return ParsedFile(name=path.name, tasks=good, rejected=rejected, fatal=fatal)
+
+
+def junk_count(parsed: ParsedFile) -> int:
+    """What of a parsed file will go to failed/: its refused lines, or 1 for a file refused whole
+    before any line was read (wrong name, too large, empty)."""
+    return len(parsed.rejected) or int(parsed.fatal is not None)
 
 
 def _problem_rows(rejected: list[TaskLine]) -> list[dict[str, Any]]:

@@ -5,6 +5,8 @@ line is appended. Whenever a file is opened (after a restart too) or finished, i
 rebuilt from the committed rows, so a crash between the commit and the append loses nothing and
 duplicates nothing. Files are tracked in `files` from the moment they are claimed; a file found in
 processing/ without a row (the claiming process died first) is registered when it is opened.
+Files still waiting in inbox/ are parsed as they will be when claimed (once per version of each
+file), so the pending count holds only valid tasks and what will be refused is counted as junk.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Literal
 
-from insightloop.apps.daemon.inbox import Inbox, ParsedFile, parse_inbox_file
+from insightloop.apps.daemon.inbox import Inbox, ParsedFile, PromptProblem, junk_count, parse_inbox_file
 from insightloop.apps.daemon.state import transaction
 from insightloop.core.config import DaemonConfig
 from insightloop.core.episode import Episode
@@ -53,28 +55,40 @@ class InboxLedger:
     """The inbox files' and tasks' progress, kept in the state DB alongside the folder moves."""
 
     def __init__(self, con: sqlite3.Connection, inbox: Inbox, cfg: DaemonConfig, clock: Callable[[], float],
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, prompt_problem: PromptProblem | None = None) -> None:
         self.con = con
         self.inbox = inbox
         self.cfg = cfg
         self.clock = clock
         self.log = log
+        self.prompt_problem = prompt_problem
         self._parsed: dict[str, ParsedFile] = {}  # processing/ files parsed by this process
+        self._peeked: dict[str, tuple[tuple[int, int], ParsedFile]] = {}  # waiting files, by (size, mtime)
 
     # -- what is next -------------------------------------------------------------------------------
 
-    def next_task(self) -> TaskRef | None:
-        """The next unfinished inbox task, resuming processing/ first, then claiming new files."""
+    def next_task(self, busy: Collection[tuple[str, str]] = ()) -> TaskRef | None:
+        """The next unfinished inbox task, resuming processing/ first, then claiming new files.
+
+        `busy` holds (file, task id) pairs running elsewhere (on other workers): they are skipped,
+        and a file is finished only once none of its tasks is still running.
+        """
         while True:
             for path in self.inbox.processing():
                 parsed = self._open(path)
                 if parsed is None:
                     continue
                 finished = self.finished_ids(path.name)
+                running = False
                 for seq, task in enumerate(parsed.tasks):
-                    if task.id not in finished:
-                        return TaskRef(file=path.name, seq=seq, task=task)
-                self._finish(path, parsed)
+                    if task.id in finished:
+                        continue
+                    if (path.name, task.id) in busy:
+                        running = True
+                        continue
+                    return TaskRef(file=path.name, seq=seq, task=task)
+                if not running:
+                    self._finish(path, parsed)
             if not self._claim_next():
                 return None
 
@@ -98,7 +112,7 @@ class InboxLedger:
         if path.name in self._parsed:
             return self._parsed[path.name]
         source = self._register(path.name, path.name)
-        parsed = parse_inbox_file(path, self.cfg.max_prompt_chars, self.cfg.max_file_bytes)
+        parsed = self._parse(path)
         if parsed.fatal is not None:
             self._fail(path, parsed, parsed.fatal, source)
             return None
@@ -137,15 +151,37 @@ class InboxLedger:
         rows = dict(self.con.execute(f"SELECT task_id, result FROM tasks WHERE file=? AND {FINISHED}", (name,)))
         return [json.loads(rows[t.id]) for t in parsed.tasks if t.id in rows]
 
-    def pending(self) -> int:
-        """Tasks not finished yet: in the parsed processing/ files, plus one per line of waiting files."""
-        count = sum(len(p.tasks) - len(self.finished_ids(n)) for n, p in self._parsed.items())
+    def _parse(self, path: Path) -> ParsedFile:
+        return parse_inbox_file(path, self.cfg.max_prompt_chars, self.cfg.max_file_bytes, self.prompt_problem)
+
+    def _peek(self) -> list[ParsedFile]:
+        """The waiting inbox files parsed as they will be when claimed; a file is parsed again only
+        when its size or modification time changed."""
+        out: list[ParsedFile] = []
+        seen: dict[str, tuple[tuple[int, int], ParsedFile]] = {}
         for path in self.inbox.waiting():
             try:
-                count += sum(1 for line in path.read_bytes().splitlines() if line.strip())
-            except OSError:  # claimed or removed meanwhile: nothing pending there
+                st = path.stat()
+                version = (st.st_size, st.st_mtime_ns)
+                cached = self._peeked.get(path.name)
+                parsed = cached[1] if cached is not None and cached[0] == version else self._parse(path)
+            except OSError:  # claimed or removed meanwhile: nothing waits there
                 continue
-        return count
+            seen[path.name] = (version, parsed)
+            out.append(parsed)
+        self._peeked = seen
+        return out
+
+    def waiting(self) -> tuple[int, int]:
+        """Tasks not finished yet (in the parsed processing/ files and the valid lines of waiting
+        files), and junk waiting in inbox/ (what will be refused: lines, or whole files)."""
+        pending = sum(len(p.tasks) - len(self.finished_ids(n)) for n, p in self._parsed.items())
+        peeked = self._peek()
+        return pending + sum(len(p.tasks) for p in peeked), sum(junk_count(p) for p in peeked)
+
+    def pending(self) -> int:
+        """Tasks not finished yet (see `waiting`)."""
+        return self.waiting()[0]
 
     # -- committing ---------------------------------------------------------------------------------
 

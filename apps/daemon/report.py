@@ -42,7 +42,8 @@ class StatusReporter:
         bad, fdone, ffail = q("SELECT COALESCE(SUM(n_bad),0), COALESCE(SUM(state='done'),0), "
                               "COALESCE(SUM(state='failed'),0) FROM files").fetchone()
         practice = q("SELECT COALESCE(SUM(attempts),0) FROM practice").fetchone()[0]
-        return Counters(done=done, failed=failed + bad, pending=self.ledger.pending(), practice=practice,
+        pending, junk = self.ledger.waiting()
+        return Counters(done=done, failed=failed + bad, pending=pending, junk=junk, practice=practice,
                         files_done=fdone, files_failed=ffail)
 
     def refresh(self) -> None:

@@ -1,11 +1,12 @@
 """Running the real daemon as a process: lock, models, signals, a worker thread and status writes.
 
 `run_daemon` locks the run dir (before loading any model, so a second daemon is refused at once),
-marks status.json as starting, builds the daemon on the runtime factory's guarded backends and
-serves until SIGTERM/SIGINT. `serve` runs the steps on a worker thread while the main thread writes
-status.json every `status_every_s`; on a stop it waits `stop_grace_s` for the worker to reach a safe
-point, and otherwise abandons the episode in flight (an LM call cannot be interrupted), which is
-retried on the next start.
+marks status.json as starting, builds the daemon on the runtime factory's guarded backends (the
+memory opened first, so a damaged one is refused before the models load; a start that fails leaves
+status.json saying why) and serves until SIGTERM/SIGINT. `serve` runs the steps on a worker thread
+while the main thread writes status.json every `status_every_s`; on a stop it waits `stop_grace_s`
+for the worker to reach a safe point, and otherwise abandons the episode in flight (an LM call
+cannot be interrupted), which is retried on the next start.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import cast
 
-from insightloop.apps.daemon.guard import CallStats, GuardedLM
+from insightloop.apps.daemon.guard import CallStats, GuardedLM, guard
 from insightloop.apps.daemon.lock import RunLock, pid_alive
 from insightloop.apps.daemon.service import Daemon
 from insightloop.apps.daemon.status import (
@@ -32,6 +33,7 @@ from insightloop.apps.daemon.status import (
 )
 from insightloop.apps.runtime import Runtime
 from insightloop.core.config import Config
+from insightloop.core.errors import UserError
 from insightloop.core.lm import LM, Reloadable
 from insightloop.rl import checkpoints
 
@@ -83,17 +85,17 @@ def build_daemon(run_dir: Path, cfg: Config, stop: threading.Event, logger: logg
     stats = CallStats()
     rng = random.Random(cfg.seed)
 
-    def guard(lm: LM) -> GuardedLM:
-        return GuardedLM(lm, stats, stop, cfg.daemon.lm_retries, cfg.daemon.lm_backoff_s)
+    def wrap(lm: LM) -> GuardedLM:
+        return guard(lm, stats, stop, cfg.daemon.lm_retries, cfg.daemon.lm_backoff_s)
 
-    rt = Runtime(cfg, run_dir, wrap_lm=guard)
+    rt = Runtime(cfg, run_dir, wrap_lm=wrap)
+    store = rt.memory()  # before the models: a damaged memory is refused at once
     sync = CheckpointSync(run_dir, cast(GuardedLM, rt.policy))
     sync()
-    store = rt.memory()
     learner = rt.learner(store, rng=rng, on_event=lambda event: log_event(logger, event))
     return Daemon(run_dir, cfg, learner, stats=stats, stop=stop, rng=rng,
                   memory_version=lambda: store.version, checkpoint=sync, logger=logger,
-                  on_close=rt.close)
+                  on_close=rt.close, prompt_problem=rt.prompt_limit.problem)
 
 
 def write_starting_status(run_dir: Path, now: float, logger: logging.Logger) -> DaemonStatus:
@@ -110,6 +112,20 @@ def write_starting_status(run_dir: Path, now: float, logger: logging.Logger) -> 
     return status
 
 
+def write_failed_start(run_dir: Path, error: Exception, logger: logging.Logger) -> None:
+    """Replace the "starting" status by a stopped one saying why the daemon could not start."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    if not isinstance(error, UserError):
+        reason = f"{type(error).__name__}: {reason}"
+    logger.error("start_failed", extra={"data": {"error": reason}})
+    last = read_status(run_dir)
+    base = last if last is not None and not isinstance(last, UnreadableStatus) else DaemonStatus()
+    now = time.time()
+    write_status(run_dir, base.model_copy(update={
+        "state": f"stopped: could not start: {reason}", "last_error": reason, "current_task": None,
+        "updated_at": now}))
+
+
 def run_daemon(run_dir: Path, cfg: Config, exit_when_idle: bool = False) -> bool:
     """Lock the run dir, build the daemon and serve until stopped. Raises `DaemonLocked` when
     another daemon holds the directory. Returns `serve`'s abandoned flag."""
@@ -124,7 +140,11 @@ def run_daemon(run_dir: Path, cfg: Config, exit_when_idle: bool = False) -> bool
         write_starting_status(run_dir, time.time(), logger)
         stop = threading.Event()
         _on_stop_signals(stop)  # already while the models load: a stop then exits right after
-        daemon = build_daemon(run_dir, cfg, stop, logger)
+        try:
+            daemon = build_daemon(run_dir, cfg, stop, logger)
+        except Exception as exc:  # status.json must not stay at "starting" for a daemon that is gone
+            write_failed_start(run_dir, exc, logger)
+            raise
         return serve(daemon, exit_when_idle)
     finally:
         lock.release()

@@ -26,7 +26,7 @@ from typing import Literal
 from insightloop.apps.daemon.episodes import EpisodeRunner, Episodes, Outcome
 from insightloop.apps.daemon.guard import CallStats, StopRequested
 from insightloop.apps.daemon.health import BackendHealth
-from insightloop.apps.daemon.inbox import Inbox
+from insightloop.apps.daemon.inbox import Inbox, PromptProblem
 from insightloop.apps.daemon.ledger import InboxLedger, TaskRef, result_row
 from insightloop.apps.daemon.practice import Practice, load_practice
 from insightloop.apps.daemon.report import StatusReporter
@@ -62,7 +62,8 @@ class Daemon:
                  memory_version: Callable[[], int] | None = None,
                  checkpoint: Callable[[], str | None] | None = None,
                  logger: logging.Logger | None = None,
-                 on_close: Callable[[], None] | None = None) -> None:
+                 on_close: Callable[[], None] | None = None,
+                 prompt_problem: PromptProblem | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.cfg, self.dcfg = cfg, cfg.daemon
         self.stats = stats or CallStats()
@@ -73,7 +74,7 @@ class Daemon:
         self.inbox = Inbox(self.run_dir, clock, self.dcfg.inbox_settle_s)
         self.con = open_state_db(self.run_dir / STATE_DB)
         self.windows = SpendWindows(self.con, self.dcfg)
-        self.ledger = InboxLedger(self.con, self.inbox, self.dcfg, clock, self.log)
+        self.ledger = InboxLedger(self.con, self.inbox, self.dcfg, clock, self.log, prompt_problem)
         self.episodes = Episodes(learner, self.stats, self.windows, self.con, clock, self.log)
         self.health = BackendHealth(self.dcfg, clock)
         self.board = StatusBoard(DaemonStatus(run_dir=str(self.run_dir), started_at=clock()))
@@ -143,7 +144,7 @@ class Daemon:
     def _run_inbox_task(self, ref: TaskRef) -> Step:
         label = ref.label
         self.board.update(state="working", current_task=label)
-        out = self.episodes.run(ref.task, train=ref.task.answer is not None)
+        out = self.episodes.run(ref.task, train=False, respond=True, learn=self.dcfg.learn)
         if out.stopped:
             self.log.info("abandoned", extra={"data": {"task": label}})
             return Step(kind="abandoned", detail=label)

@@ -29,11 +29,13 @@ LOG_FILE = "daemon.jsonl"
 
 
 class Counters(BaseModel):
-    """Inbox tasks done / failed / still pending, and self-practice episodes run."""
+    """Inbox tasks done / failed / still pending (valid task lines only), junk waiting in inbox/
+    (lines, or whole files, that will be refused to failed/), and self-practice episodes run."""
 
     done: int = 0
     failed: int = 0
     pending: int = 0
+    junk: int = 0
     practice: int = 0
     files_done: int = 0
     files_failed: int = 0
@@ -48,8 +50,23 @@ class CapUse(BaseModel):
     left: float | None = None
 
 
+class WorkerStatus(BaseModel):
+    """One episode worker of a daemon run with `--workers N` (Ray): what it does, how it fares, and
+    whether it had to be replaced (`replaced` times; `note` says why the last time)."""
+
+    name: str
+    state: str = "starting"
+    pid: int | None = None
+    node: str | None = None
+    current_task: str | None = None
+    episodes: int = 0
+    failures: int = Field(0, description="failed episodes in a row")
+    replaced: int = 0
+    note: str | None = None
+
+
 class DaemonStatus(BaseModel):
-    """What `status.json` holds."""
+    """What `status.json` holds (`workers` only for a daemon running episodes on Ray workers)."""
 
     state: str = "starting"
     pid: int = Field(default_factory=os.getpid)
@@ -65,6 +82,7 @@ class DaemonStatus(BaseModel):
     paused_until: float | None = None
     started_at: float = 0.0
     updated_at: float = 0.0
+    workers: list[WorkerStatus] = Field(default_factory=list)
 
 
 def write_status(run_dir: Path, status: DaemonStatus) -> Path:

@@ -106,13 +106,16 @@ def run_eval(
     )
     done = {(r.suite, r.method, r.seed): r for r in (previous.records if previous else []) if r.error is None}
     start = ctx.clock()
-    for run in make_runs(spec, ctx.cfg):
+    runs = make_runs(spec, ctx.cfg)
+    for run in runs:  # every prompt against the policy's context, before any model work
+        ctx.runtime.prompt_limit.check([*run.train, *run.test])
+    for run in runs:
         for name in spec.methods:
             if (run.suite, name, run.seed) in done:
                 res.records.append(done[(run.suite, name, run.seed)])
                 continue
             ctx.log(f"{run.suite} seed {run.seed}: {name}")
-            res.records.append(_one(ctx, run, name, table[name], keep_going))
+            res.records.append(run_one(ctx, run, name, table[name], keep_going))
             res.aggregates, res.lifts = aggregate(res.records), lifts(res.records)
             res.wall_seconds = round(ctx.clock() - start, 1)
             if on_record is not None:
@@ -122,7 +125,9 @@ def run_eval(
     return res
 
 
-def _one(ctx: Context, run: RunSpec, name: str, method: Method, keep_going: bool) -> RunRecord:
+def run_one(ctx: Context, run: RunSpec, name: str, method: Method, keep_going: bool) -> RunRecord:
+    """One method on one cell, logged; with `keep_going` a method that raises is recorded as failed
+    (a budget overrun always raises). A run over workers calls this in each worker."""
     start = ctx.clock()
     try:
         rec = run_method(ctx, run, name, method)

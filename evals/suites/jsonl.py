@@ -7,8 +7,9 @@ numbers and the target are read from it, and any other solution is accepted. A p
 `Answer:` instruction gets the standard answer-format line appended. Blank lines are ignored.
 Each bad line is reported with the file, the line number and what is wrong.
 
-`parse_task_file` is the one parser: per non-blank line, its number, its raw bytes and either the
-task or the problem. `read_task_lines` (suites, CLI) and the daemon's inbox are both built on it.
+`check_answer` is the one check of a reference against its verifier (the CLI's ad-hoc task uses it
+too). `parse_task_file` is the one parser: per non-blank line, its number, its raw bytes and either
+the task or the problem. `read_task_lines` (suites, CLI) and the daemon's inbox are both built on it.
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ def _check_keys(obj: Any) -> dict[str, Any]:
     return obj
 
 
-def _check_answer(verifier: str, answer: str, prompt: str) -> None:
-    """Fail early on a reference the verifier could never match."""
+def check_answer(verifier: str, answer: str, prompt: str) -> None:
+    """Fail early on a reference the verifier could never match (a ValueError saying why)."""
     try:
         if verifier == "numeric":
             parse_number(answer)
@@ -103,7 +104,7 @@ def _check_answer(verifier: str, answer: str, prompt: str) -> None:
 
 def _task(obj: dict[str, Any], default_family: str) -> Task:
     verifier, prompt, answer = obj["verifier"], obj["prompt"], obj["answer"]
-    _check_answer(verifier, answer, prompt)
+    check_answer(verifier, answer, prompt)
     if "answer:" not in prompt.lower():
         prompt = f"{prompt}\n\n{answer_instruction(verifier, boolean_labels(answer))}"
     meta = {"options": parse_options(obj["prompt"])} if verifier == "choice" and parse_options(prompt) else {}
