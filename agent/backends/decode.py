@@ -89,8 +89,7 @@ class Engine:
         done = [i for i, (row, tok) in enumerate(zip(self.live, tokens, strict=True)) if self._advance(row, tok)]
         finished = [self.live[i] for i in done]
         if done:
-            self._retire(done)
-            tokens = [t for i, t in enumerate(tokens) if i not in set(done)]
+            tokens = [tokens[i] for i in self._retire(done)]
         if self.live:
             self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.live), 1))], dim=1)
             ids = torch.tensor(tokens, device=self.device)[:, None]
@@ -189,7 +188,9 @@ class Engine:
 
     # ---- retiring ------------------------------------------------------------------------------
 
-    def _retire(self, done: list[int]) -> None:
+    def _retire(self, done: list[int]) -> list[int]:
+        """Drop finished rows (their caches go to the prefix cache); returns the new row order as old
+        row indices."""
         width = self.cache.width
         if self.prefixes is not None and self.prefixes.capacity:
             for i in done:  # the row's real tokens: prompt + generated, minus the last (never forwarded)
@@ -203,11 +204,12 @@ class Engine:
         if not self.live:  # an empty batch starts over at width 0
             self.cache.trim_left(self.cache.width)
             self.mask = self.mask[:, :0]
-            return
+            return order
         first = int((self.mask.cumsum(1) == 0).sum(1).min())
         if first >= 32:  # leading columns that every remaining row leaves empty only cost attention
             self.cache.trim_left(first)
             self.mask = self.mask[:, first:]
+        return order
 
     # ---- sampling and stops --------------------------------------------------------------------
 

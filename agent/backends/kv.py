@@ -3,9 +3,9 @@
 - `BatchCache` holds the keys/values of the rows being decoded in preallocated buffers
   `[rows, heads, width, head_dim]` per layer. A decode step writes one column in place (a growing
   `torch.cat` would copy the whole cache on every token). Rows stay packed at the front of the
-  buffer: a finished row's slot is filled with the last row; a joining row is written right-aligned
-  into the current width, so rows of different lengths share one batch with holes on the left,
-  described by the attention mask the engine keeps beside it.
+  buffer: a finished row's slot is filled with the last live row (one row copied, not the batch);
+  a joining row is written right-aligned into the current width, so rows of different lengths share
+  one batch with holes on the left, described by the attention mask the engine keeps beside it.
 - `PrefixCache` keeps earlier prompts' (and finished rows') keys/values, keyed by token ids, so a
   prompt that extends one seen before only prefills its new tokens. Lookups walk a chain of hashes
   of 16-token blocks (as vLLM's prefix caching does), so a lookup costs O(prompt length), not
@@ -115,19 +115,26 @@ class BatchCache(Cache):
         return shift
 
     def remove_rows(self, drop: list[int]) -> list[int]:
-        """Remove rows; the rows after them move down to keep the batch packed. Returns the new
-        order as old row indices (row i now holds old row `order[i]`)."""
-        gone = set(drop)
-        order = [i for i in range(self.rows) if i not in gone]
-        index = torch.tensor(order, dtype=torch.long, device=self.slots[0].device)
+        """Remove rows by moving the last live rows into their slots (only the moved rows are copied,
+        not the whole batch). Returns the new order as old row indices: row i now holds old row
+        `order[i]`."""
+        order = list(range(self.rows))
+        for i in sorted(set(drop), reverse=True):
+            last = len(order) - 1
+            if i != last:
+                self._copy_row(last, i)
+                order[i] = order[last]
+            order.pop()
         for layer in self.slots:
-            assert layer.buf_k is not None and layer.buf_v is not None
-            if order:
-                layer.buf_k[: len(order), :, : layer.width] = layer.buf_k[index, :, : layer.width]
-                layer.buf_v[: len(order), :, : layer.width] = layer.buf_v[index, :, : layer.width]
             layer.rows = len(order)
             layer._views()
         return order
+
+    def _copy_row(self, src: int, dst: int) -> None:
+        for layer in self.slots:
+            assert layer.buf_k is not None and layer.buf_v is not None
+            layer.buf_k[dst, :, : layer.width] = layer.buf_k[src, :, : layer.width]
+            layer.buf_v[dst, :, : layer.width] = layer.buf_v[src, :, : layer.width]
 
     def trim_left(self, columns: int) -> None:
         """Drop `columns` leftmost columns (holes shared by every row) to shorten attention."""
