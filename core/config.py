@@ -161,6 +161,9 @@ class LoopConfig(Strict):
         "paired", description="paired: a candidate must raise the likelihood of verified solutions of the "
         "training problems (with vs without it, per problem); source: one try on its source problem (CORE)")
     admission_problems: int = Field(8, ge=1, description="training problems a paired admission test scores")
+    admission_reference: Literal["solution", "answer"] = Field(
+        "solution", description="what the paired test scores on each training problem: its shortest verified "
+        "solution (reasoning and answer line), or only its answer line (the decision, without reasoning)")
     admission_min_gain: float = Field(0.02, description="least mean gain, in nats per reference token")
     admission_level: float = Field(0.9, gt=0.5, lt=1, description="a candidate is admitted only when the "
                                    "one-sided bootstrap bound of its mean gain at this level is above zero")

@@ -175,6 +175,8 @@ class Curator:
 
     def _problems(self) -> list[tuple[Task, str]]:
         """Training problems with their references: the shortest verified solution, else the answer line."""
+        if self.cfg.loop.admission_reference == "answer":
+            return [(t, answer_line(t)) for t in self.train_tasks]
         return [(t, self.references.get(t.id) or answer_line(t)) for t in self.train_tasks]
 
     def _source_tries(self, ep: Episode, cands: list[Candidate], budget: Budget) -> list[Verdict]:

@@ -195,9 +195,11 @@ class Inspector:
         if png is not None and not png.parent.is_dir():  # a typo in the path must not create folders
             raise CommandError(f"curve: directory does not exist: {png.parent}")
         # Summaries, not episodes: the curve needs three numbers per episode, not its search tree.
+        graded = [e for e in self.store.episode_summaries() if e.reward is not None]
+        # A daemon's answers (given before it learns from each task) are its online accuracy.
+        answers = [e for e in graded if e.phase == "answer"]
         points = [EpisodePoint(finished=e.finished or e.started, correct=e.correct,
-                               with_insights=e.insights_used > 0)
-                  for e in self.store.episode_summaries() if e.reward is not None]
+                               with_insights=e.insights_used > 0) for e in (answers or graded)]
         if not points:
             return message("no episodes yet: nothing to plot", "yellow")
         curve = learning_curve(points, window=a.window)

@@ -1,0 +1,136 @@
+"""Online improvement: does the daemon answer better as a stream of labeled tasks flows through it?
+
+Feeds N labeled tasks of one family, in order, to a real daemon's inbox (embedded model) and lets it
+answer each one with the memory as it stands, then learn from it (`daemon.learn`). The same stream
+goes through a second daemon with learning off: the control. Each answer is graded against its
+reference after it was given (the reference never chooses it). Prints, for both runs, the accuracy
+of the first and the last `--window` answers, the difference with its 95 % bootstrap interval, and
+the difference of differences (learning vs control); writes the per-task results and a plot of
+rolling accuracy to `--out`.
+
+    python benchmarks/bench_online.py --suite bbh/navigate --tasks 300 [--window 100] [--out docs/eval/online]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CLI = str(Path(sys.executable).with_name("insightloop"))
+# Cheap learning per task: a few sampled attempts, one contrast pair, the paired admission test.
+SETTINGS = ["search.strategy=sample", "search.rollouts=4", "search.answer_tokens=128", "loop.baseline_samples=0",
+            "loop.pairs=1", "loop.analyst_drafts=2", "loop.synthesize=false", "memory.prompt_token_budget=600",
+            "daemon.inbox_settle_s=0", "daemon.poll_seconds=0.2"]
+
+
+def write_inbox(run_dir: Path, suite: str, n: int, seed: int) -> list[str]:
+    """The stream as one task file, in a fixed shuffled order; returns the task ids in order."""
+    from insightloop.evals.suites import load_suite
+
+    tasks = load_suite(suite, seed=seed)
+    random.Random(seed).shuffle(tasks)
+    tasks = tasks[:n]
+    inbox = run_dir / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"id": t.id, "prompt": t.prompt, "answer": t.answer, "verifier": t.verifier,
+                         "family": t.family}) for t in tasks]
+    tmp = inbox / ".stream.tmp"
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, inbox / "stream.jsonl")
+    return [t.id for t in tasks]
+
+
+def run_daemon(run_dir: Path, learn: bool, extra: list[str]) -> float:
+    """Run a daemon until its inbox is empty; return the wall time."""
+    cmd = [CLI, "daemon", "--run-dir", str(run_dir), "--exit-when-idle"]
+    for item in [*SETTINGS, f"daemon.learn={str(learn).lower()}", *extra]:
+        cmd += ["--set", item]
+    start = time.monotonic()
+    with (run_dir / "daemon.log").open("ab") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=log)
+    return time.monotonic() - start
+
+
+def results(run_dir: Path, order: list[str]) -> list[float]:
+    """Per task, in stream order: 1.0 when the answer given was correct."""
+    rows = {}
+    for path in sorted((run_dir / "outbox").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[row["id"]] = float(bool(row.get("correct")))
+    return [rows[i] for i in order if i in rows]
+
+
+def diff_ci(first: list[float], last: list[float], rng: random.Random, n: int = 4000) -> tuple[float, float]:
+    """Percentile bootstrap 95 % interval of mean(last) − mean(first) (independent samples)."""
+    diffs = sorted(sum(rng.choices(last, k=len(last))) / len(last) - sum(rng.choices(first, k=len(first)))
+                   / len(first) for _ in range(n))
+    return diffs[int(0.025 * (n - 1))], diffs[int(0.975 * (n - 1))]
+
+
+def summary(name: str, scores: list[float], window: int) -> dict[str, float]:
+    first, last = scores[:window], scores[-window:]
+    lo, hi = diff_ci(first, last, random.Random(0))
+    out = {"first": sum(first) / len(first), "last": sum(last) / len(last), "lo": lo, "hi": hi, "n": len(scores)}
+    out["diff"] = out["last"] - out["first"]
+    print(f"{name:<9} answered {len(scores)}: first {window} {100 * out['first']:.1f} %, last {window} "
+          f"{100 * out['last']:.1f} %, difference {100 * out['diff']:+.1f} points "
+          f"[{100 * lo:+.1f}, {100 * hi:+.1f}]")
+    return out
+
+
+def plot(curves: dict[str, list[float]], window: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from insightloop.core.files import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, scores in curves.items():
+        xs = list(range(window, len(scores) + 1))
+        ax.plot(xs, [100 * sum(scores[i - window:i]) / window for i in xs], label=name)
+    ax.set_xlabel("tasks answered")
+    ax.set_ylabel(f"accuracy of the last {window} answers (%)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", default="bbh/navigate")
+    ap.add_argument("--tasks", type=int, default=300)
+    ap.add_argument("--window", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("online-results"))
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    curves, report = {}, {}
+    for name, learn in (("learning", True), ("control", False)):
+        run_dir = args.out / f"run-{name}"
+        order = write_inbox(run_dir, args.suite, args.tasks, args.seed)
+        load = os.getloadavg()[0]
+        seconds = run_daemon(run_dir, learn, args.overrides)
+        curves[name] = results(run_dir, order)
+        report[name] = {**summary(name, curves[name], args.window), "seconds": seconds, "load": load}
+    gain = report["learning"]["diff"] - report["control"]["diff"]
+    print(f"ratio: online improvement, learning minus control = {100 * gain:+.1f} points "
+          f"(learning {100 * report['learning']['diff']:+.1f}, control {100 * report['control']['diff']:+.1f})")
+    plot(curves, min(args.window, 50), args.out / "online_curve.png")
+    (args.out / "online.json").write_text(json.dumps({"suite": args.suite, "settings": SETTINGS, "report": report,
+                                                      "scores": curves}, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
