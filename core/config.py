@@ -189,14 +189,14 @@ class DPOFoldConfig(Strict):
     beta: float = Field(0.1, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=0.5, description="above 0 selects TRL's robust loss")
     sft_weight: float = Field(1.0, ge=0, description="weight of the SFT term (0: DPO alone)")
-    max_length: int = Field(1024, ge=32, description="token cap per example")
+    max_length: int = Field(1024, ge=32, description="token cap per example (prompt and continuation)")
 
 
 class SFTFoldConfig(Strict):
     """`fold.sft`: supervised folding on correct texts; also the warm start before GRPO or DPO
     (trainer: `rl.sft.make_sft_trainer`)."""
 
-    max_length: int = Field(1024, ge=32, description="token cap per example")
+    max_length: int = Field(1024, ge=32, description="token cap per example (prompt and completion)")
 
 
 # Keys that sat flat on `fold` before each method had its own section, and where they live now.
@@ -223,17 +223,29 @@ class FoldConfig(Strict):
     """
 
     method: Literal["grpo", "sft", "dpo"] = "grpo"
-    steps: int = Field(8, ge=1)
-    lr: float = Field(5e-6, gt=0)
-    batch_size: int = Field(4, ge=1)
-    max_completion_tokens: int = Field(128, ge=8)
-    lora: bool = False
+    steps: int = Field(8, ge=1, description="optimizer steps of the method (and of the optional warm start)")
+    lr: float | None = Field(None, gt=0, description="learning rate; unset: 1e-4 under LoRA, 5e-6 for full "
+                             "fine-tuning (adapters need the larger step)")
+    batch_size: int = Field(4, ge=1, description="prompts (GRPO), examples (SFT) or pairs (DPO) per step")
+    max_completion_tokens: int = Field(128, ge=8, description="GRPO: longest sampled completion, in tokens")
+    lora: bool | None = Field(None, description="LoRA adapters, merged into the saved checkpoint, instead of "
+                              "full fine-tuning; unset: LoRA when training runs on a CPU (no CUDA device)")
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     include_insights: bool = False
-    gate_slice: int = Field(16, ge=1)
-    gate_tolerance: float = Field(0.05, ge=0)
-    gate_z: float = Field(1.0, ge=0, description="noise margin: standard errors of the paired difference")
+    gate_slice: int = Field(64, ge=1, description="held-out problems the gate measures on (at most a third of "
+                            "the run's problems, so small runs hold out fewer)")
+    gate_rule: Literal["interval", "mcnemar", "margin"] = Field(
+        "interval", description="how the paired before/after scores decide (`rl.verdict`): interval: the "
+        "paired bootstrap interval of mean(new − old) at gate_level; mcnemar: McNemar's exact test at "
+        "1 − gate_level; margin: the mean drop against max(gate_tolerance, gate_z standard errors)")
+    gate_require: Literal["no_worse", "better"] = Field(
+        "no_worse", description="no_worse: keep the fold unless it is worse beyond noise and by more than "
+        "gate_tolerance; better: keep it only when it is better beyond noise")
+    gate_level: float = Field(0.95, gt=0.5, lt=1, description="confidence of the interval / McNemar rules")
+    gate_tolerance: float = Field(0.05, ge=0, description="a drop in held-out accuracy up to this is accepted "
+                                  "(no_worse)")
+    gate_z: float = Field(1.0, ge=0, description="margin rule: standard errors of the paired difference")
     gate_max_tokens: int = Field(256, ge=8)
     warm_start_sft: bool = Field(False, description="SFT on the verified chains before a GRPO or DPO fold")
     retest_insights: int = Field(0, ge=0, description="after an accepted fold, re-test N top insights")

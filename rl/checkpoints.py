@@ -36,6 +36,8 @@ class Manifest(BaseModel):
     gate: dict[str, Any] | None = None
     status: str = "pending"
     created: float = Field(default_factory=time.time)
+    settled: float | None = Field(None, description="when the gate's verdict was written")
+    seconds: float | None = Field(None, description="the fold's wall time: training, saving and the gate")
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:

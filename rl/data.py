@@ -1,18 +1,24 @@
-"""Training data for folding, built from episodes and synthesized chains.
+"""Training data for folding, built from what the learning loop verified.
 
-Three datasets, all as plain text in the solver's own prompt format (the chat template applied to
+Four sources, each checked by a verifier before it gets here: the episodes' correct attempts, the
+synthesized chains that passed their verifier (`memory.chains`), and the memory's admitted worked
+examples (a problem and its verified solution, `WorkedExample`; they also passed the admission
+test). Everything is plain text in the solver's own prompt format (the chat template applied to
 `agent.search.domain.build_messages`, the assistant turn primed the way the solver primes it), so
 the weights learn exactly the distribution the solver samples from:
 
 - GRPO prompts: recent training problems, sampled with weight toward those still failed; each keeps
-  its task (the verifier is the reward) and, when one exists, a verified off-policy completion that
-  joins an all-wrong group (mixed-policy GRPO).
-- SFT examples: one correct text per task, the *longest* (thoughts-length balance).
+  its task (the verifier is the reward) and, when one exists, a verified off-policy completion —
+  the shortest correct attempt, chain or worked-example solution of that problem — that joins a
+  group whose samples are all wrong (mixed-policy GRPO).
+- SFT examples: one correct text per problem, the *longest*. This is the thoughts-length balance of
+  the tree-CoT recipe: supervised data keeps the fullest verified reasoning, so a small model does
+  not learn to jump to the answer line, while the preference data below favours the shortest, so
+  DPO does not learn that longer is better. Taking one text per problem keeps problems with many
+  correct attempts from dominating.
 - DPO pairs: in one search tree, the *shortest* correct trajectory against the incorrect one that
   shares the shortest common prefix with it; the shared steps go into the prompt, so only the
   divergent parts are scored.
-
-Chains written by the learning loop come from `memory.chains`.
 """
 
 from __future__ import annotations
@@ -36,6 +42,14 @@ class GRPOPrompt(BaseModel):
     task: Task
     fail_rate: float = Field(ge=0.0, le=1.0)
     offpolicy: str | None = None
+
+
+class WorkedExample(BaseModel):
+    """An admitted worked example of the memory: its problem as a task, and the verified solution."""
+
+    task: Task
+    solution: str
+    insight_id: str
 
 
 class SFTExample(BaseModel):
@@ -79,12 +93,16 @@ def _by_task(episodes: Iterable[Episode]) -> dict[str, list[Episode]]:
     return groups
 
 
-def correct_texts(episodes: Sequence[Episode], chains: Sequence[Chain]) -> dict[str, list[tuple[str, str]]]:
-    """Per task id: (text, source) of every verified chain and correct trajectory."""
+def correct_texts(episodes: Sequence[Episode], chains: Sequence[Chain],
+                  examples: Sequence[WorkedExample] = ()) -> dict[str, list[tuple[str, str]]]:
+    """Per task id: (text, source) of every verified chain, worked example and correct trajectory."""
     out: dict[str, list[tuple[str, str]]] = {}
     for c in chains:
         if c.verified and c.text.strip():
             out.setdefault(c.task.id, []).append((c.text, "chain"))
+    for x in examples:
+        if x.solution.strip():
+            out.setdefault(x.task.id, []).append((x.solution, "example"))
     for ep in episodes:
         for t in ep.trajectories:
             if t.correct and t.text.strip():
@@ -109,14 +127,15 @@ def _weighted_sample(items: list[str], weights: list[float], k: int, rng: random
 
 def build_grpo_prompts(episodes: Sequence[Episode], chains: Sequence[Chain], render: Render, n: int,
                        rng: random.Random, insights: dict[str, list[str]] | None = None,
-                       recent: int = 64) -> list[GRPOPrompt]:
-    """Up to `n` prompts from the `recent` most recently seen tasks, weighted toward failed ones."""
+                       recent: int = 64, examples: Sequence[WorkedExample] = ()) -> list[GRPOPrompt]:
+    """Up to `n` prompts from the `recent` most recently seen tasks, weighted toward failed ones; each
+    with its shortest verified text (chain, worked example or attempt) as the off-policy completion."""
     groups = _by_task(episodes)
     order = sorted(groups, key=lambda tid: groups[tid][-1].started, reverse=True)[:recent]
     fail = {tid: 1.0 - sum(e.correct for e in groups[tid]) / len(groups[tid]) for tid in order}
     # A floor weight keeps solved tasks in play, so the update does not forget them entirely.
     picked = _weighted_sample(order, [0.25 + fail[t] for t in order], n, rng)
-    goods = correct_texts(episodes, chains)
+    goods = correct_texts(episodes, chains, examples)
     out = []
     for tid in picked:
         task = groups[tid][-1].task
@@ -130,11 +149,13 @@ def build_grpo_prompts(episodes: Sequence[Episode], chains: Sequence[Chain], ren
 
 
 def build_sft_examples(episodes: Sequence[Episode], chains: Sequence[Chain], render: Render,
-                       insights: dict[str, list[str]] | None = None) -> list[SFTExample]:
-    """One example per task with a correct text: the longest one (thoughts-length balance)."""
-    tasks = {ep.task.id: ep.task for ep in episodes} | {c.task.id: c.task for c in chains}
+                       insights: dict[str, list[str]] | None = None,
+                       examples: Sequence[WorkedExample] = ()) -> list[SFTExample]:
+    """One example per problem with a verified text: the longest one (thoughts-length balance)."""
+    tasks = ({x.task.id: x.task for x in examples} | {c.task.id: c.task for c in chains}
+             | {ep.task.id: ep.task for ep in episodes})
     out = []
-    for tid, texts in sorted(correct_texts(episodes, chains).items()):
+    for tid, texts in sorted(correct_texts(episodes, chains, examples).items()):
         text, source = max(texts, key=lambda ts: len(ts[0]))
         prompt = render(tasks[tid], (insights or {}).get(tid, []))
         out.append(SFTExample(prompt=prompt, completion=text, task_id=tid, source=source))

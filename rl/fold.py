@@ -1,11 +1,13 @@
 """One fold: data from the run → TRL training → checkpoint → gate → hand-off to the live backend.
 
 `fold(run_dir, cfg, ...)` is what `insightloop fold` and the learning loop (every N episodes) call.
-It trains from the current checkpoint (or the base model), writes checkpoints/<n>/, measures the
+It trains from the current checkpoint (or the base model) on what the loop verified (`rl.sources`:
+correct attempts, verified chains, admitted worked examples), writes checkpoints/<n>/, measures the
 old and new weights on held-out tasks through the live backend, and either moves CURRENT to the new
 checkpoint (the backend keeps serving it) or rolls back (CURRENT unchanged, the backend back on the
-old weights, the rejected weights deleted, their manifest kept). Progress goes to `on_event` as
-typed `FoldEvent`s; nothing here prints.
+old weights, the rejected weights deleted, their manifest kept with the gate's numbers and the
+fold's seconds). On a CPU the fold trains LoRA adapters by default (`rl.policy.resolved`). Progress
+goes to `on_event` as typed `FoldEvent`s; nothing here prints.
 """
 
 from __future__ import annotations
@@ -19,20 +21,19 @@ from typing import Any, Literal, Protocol
 
 from insightloop.agent.backends import make_lm
 from insightloop.core.config import Config, FoldConfig
-from insightloop.core.episode import Chain, Episode
+from insightloop.core.episode import Episode
 from insightloop.core.models import resolve_policy
 from insightloop.core.task import Reward, Task
 from insightloop.evals.verifiers import verify
-from insightloop.memory.chains import load_chains
-from insightloop.memory.episodes import load_episodes
 from insightloop.memory.records import Insight
 from insightloop.rl import checkpoints as ck
 from insightloop.rl.data import build_dpo_pairs, build_grpo_prompts, build_sft_examples, chat_render
 from insightloop.rl.dpo import make_dpo_trainer
 from insightloop.rl.gate import GateResult, InsightRetest, gate, retest_insight
 from insightloop.rl.grpo import make_grpo_trainer
-from insightloop.rl.policy import load_policy, trained_model
+from insightloop.rl.policy import load_policy, resolved, trained_model
 from insightloop.rl.sft import make_sft_trainer
+from insightloop.rl.sources import FoldData, load_fold_data, without_held_out
 from pydantic import BaseModel, Field
 
 Method = Literal["grpo", "sft", "dpo"]
@@ -51,15 +52,6 @@ class FoldEvent(BaseModel):
 
 
 OnFoldEvent = Callable[[FoldEvent], None]
-
-
-class FoldData(BaseModel):
-    """What a fold learns from, and the held-out tasks its gate measures on."""
-
-    episodes: list[Episode] = Field(default_factory=list)
-    chains: list[Chain] = Field(default_factory=list)
-    validation: list[Task] = Field(default_factory=list)
-    insights: dict[str, list[str]] = Field(default_factory=dict, description="task id -> insight texts")
 
 
 class FoldResult(BaseModel):
@@ -89,25 +81,6 @@ class InsightStore(Protocol):
     def list_insights(self) -> Sequence[Insight]: ...
 
     def mark_absorbed(self, insight_id: str) -> Insight: ...
-
-
-def split_validation(episodes: Sequence[Episode], n: int, seed: int) -> tuple[list[Episode], list[Task]]:
-    """Hold out up to `n` tasks (at most a third; all of them when there is only one task)."""
-    tasks = {ep.task.id: ep.task for ep in episodes}
-    ids = sorted(tasks)
-    random.Random(seed).shuffle(ids)
-    if len(ids) < 2:
-        return list(episodes), [tasks[i] for i in ids]
-    held = set(ids[: max(1, min(n, len(ids) // 3))])
-    return [ep for ep in episodes if ep.task.id not in held], [tasks[i] for i in sorted(held)]
-
-
-def load_fold_data(run_dir: str | Path, cfg: Config) -> FoldData:
-    """Episodes (from the run's memory) and chains from the run directory, with a seeded held-out
-    validation slice."""
-    episodes = load_episodes(run_dir)
-    train, val = split_validation(episodes, cfg.fold.gate_slice, cfg.seed)
-    return FoldData(episodes=train, chains=load_chains(run_dir), validation=val)
 
 
 def _default_verify() -> VerifyFn:
@@ -151,14 +124,17 @@ def _trainer(method: str, model: Any, tok: Any, data: FoldData, fc: FoldConfig, 
     render, ins = chat_render(tok), (data.insights if fc.include_insights else {})
     if method == "grpo":
         rng = random.Random(seed)
-        prompts = build_grpo_prompts(data.episodes, data.chains, render, fc.grpo.max_prompts, rng, ins)
+        prompts = build_grpo_prompts(data.episodes, data.chains, render, fc.grpo.max_prompts, rng, ins,
+                                     examples=data.examples)
         trainer, rollout = make_grpo_trainer(model, tok, prompts, fc, fc.steps, work, verify, seed, [cb])
         return trainer, {"prompts": len(prompts),
                          "prompts_with_offpolicy": sum(p.offpolicy is not None for p in prompts)}, rollout
     if method == "sft":
-        examples = build_sft_examples(data.episodes, data.chains, render, ins)
+        examples = build_sft_examples(data.episodes, data.chains, render, ins, data.examples)
+        sources = {f"sft_from_{k}": sum(e.source == k for e in examples)
+                   for k in ("trajectory", "chain", "example")}
         return make_sft_trainer(model, tok, examples, fc, fc.steps, work, seed, [cb]), {
-            "sft_examples": len(examples)}, None
+            "sft_examples": len(examples)} | sources, None
     pairs = build_dpo_pairs(data.episodes, render, ins)
     trainer = make_dpo_trainer(model, tok, pairs, fc, fc.steps, work, seed, [cb])
     return trainer, {"dpo_pairs": len(pairs)}, None
@@ -166,8 +142,8 @@ def _trainer(method: str, model: Any, tok: Any, data: FoldData, fc: FoldConfig, 
 
 def _warm_start(model: Any, tok: Any, data: FoldData, fc: FoldConfig, seed: int,
                 on_event: OnFoldEvent | None) -> tuple[Any, int]:
-    """Optional SFT on the verified chains alone, before the main method."""
-    examples = build_sft_examples([], data.chains, chat_render(tok))
+    """Optional SFT on the verified chains and worked examples alone, before the main method."""
+    examples = build_sft_examples([], data.chains, chat_render(tok), examples=data.examples)
     if not examples:
         return model, 0
     _stage(on_event, "warm_start_sft", fc.steps)
@@ -201,15 +177,17 @@ def _live_backend(cfg: Config, path: str) -> Any:
     return make_lm(cfg.policy.model_copy(update={"backend": backend, "model": path}))
 
 
-def _settle(run_dir: str | Path, path: Path, result: GateResult) -> ck.Manifest:
-    """Accept (CURRENT moves) or roll back (weights deleted, manifest kept with the verdict)."""
+def _settle(run_dir: str | Path, path: Path, result: GateResult, seconds: float) -> ck.Manifest:
+    """Accept (CURRENT moves) or roll back (weights deleted, manifest kept with the verdict); either way
+    the manifest records when and after how many seconds the fold was settled."""
     verdict = result.model_dump(exclude={"old_scores", "new_scores", "task_ids"})
+    done = dict(gate=verdict, seconds=seconds, settled=time.time())
     if result.accepted:
-        manifest = ck.update_manifest(path, status="accepted", gate=verdict)
+        manifest = ck.update_manifest(path, status="accepted", **done)
         ck.set_current(run_dir, path)
         return manifest
     ck.discard_weights(path)
-    return ck.update_manifest(path, status="rejected", gate=verdict)
+    return ck.update_manifest(path, status="rejected", **done)
 
 
 def _retest(lm: Any, store: InsightStore, episodes: Sequence[Episode], cfg: Config) -> list[InsightRetest]:
@@ -242,16 +220,18 @@ def fold(run_dir: str | Path, cfg: Config, method: Method | None = None, steps: 
          store: InsightStore | None = None) -> FoldResult:
     """Fold the run's experience into the weights; see the module docstring for the whole sequence."""
     started = time.monotonic()
-    fc = cfg.fold.model_copy(update={k: v for k, v in dict(method=method, steps=steps, lora=lora).items()
-                                     if v is not None})
-    data = data if data is not None else load_fold_data(run_dir, cfg)
+    given = {k: v for k, v in dict(method=method, steps=steps, lora=lora).items() if v is not None}
+    fc = resolved(cfg.fold.model_copy(update=given))
+    cfg = cfg.model_copy(update={"fold": fc})  # the gate and the re-test read the same settings
+    data = without_held_out(data if data is not None else load_fold_data(run_dir, cfg))
     if not data.validation:
         raise ValueError("no validation tasks: solve some problems into the run directory before folding")
     start_path, base, parent = _start_point(run_dir, cfg)
     _stage(on_event, "load")
     model, tok = load_policy(start_path)
     model, counts, metrics = train(model, tok, data, fc, verify or _default_verify(), cfg.seed, on_event)
-    counts |= {"episodes": len(data.episodes), "chains": len(data.chains), "validation": len(data.validation)}
+    counts |= {"episodes": len(data.episodes), "chains": len(data.chains), "examples": len(data.examples),
+               "validation": len(data.validation)}
     manifest = ck.Manifest(index=ck.next_index(run_dir), base_model=base, parent=parent, method=fc.method,
                            steps=fc.steps, lora=fc.lora, data_counts=counts, config=fc.model_dump(),
                            metrics=metrics)
@@ -262,7 +242,7 @@ def fold(run_dir: str | Path, cfg: Config, method: Method | None = None, steps: 
     lm = lm if lm is not None else _live_backend(cfg, start_path)
     ins = data.insights if fc.include_insights else {}
     result = gate(lm, start_path, path, data.validation, cfg, lambda t: ins.get(t.id, []))
-    _settle(run_dir, path, result)
+    _settle(run_dir, path, result, time.monotonic() - started)
     retest = result.accepted and store is not None and fc.retest_insights > 0
     absorbed = _retest(lm, store, data.episodes, cfg) if retest else []
     out = FoldResult(index=manifest.index, checkpoint=str(path), accepted=result.accepted, method=fc.method,

@@ -2,6 +2,11 @@
 
 A fold always saves a plain model folder (a LoRA adapter is merged first), so every checkpoint loads
 the same way in any backend and the next fold can start from it.
+
+`resolved` decides the settings a config may leave to the machine: LoRA when training runs on a CPU
+(full fine-tuning of even a 135M model costs several times the backward pass and the optimizer state
+of the adapters), and the learning rate that suits the choice. The trainers read the config as given
+(an unset `lora` trains in full there); `rl.fold` resolves it first.
 """
 
 from __future__ import annotations
@@ -26,6 +31,25 @@ def load_policy(path: str | Path) -> tuple[Any, Any]:
     return model, tok
 
 
+LORA_LR = 1e-4  # adapters start at zero and are low rank: they need a larger step than full weights
+FULL_LR = 5e-6
+
+
+def cuda_available() -> bool:
+    """Whether training would run on a CUDA device (TRL's trainers use one when present)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolved(cfg: FoldConfig, on_gpu: bool | None = None) -> FoldConfig:
+    """`cfg` with `lora` (unset: LoRA unless training runs on a GPU) and `lr` (unset: the default of
+    that choice) decided."""
+    lora = cfg.lora if cfg.lora is not None else not (cuda_available() if on_gpu is None else on_gpu)
+    lr = cfg.lr if cfg.lr is not None else (LORA_LR if lora else FULL_LR)
+    return cfg.model_copy(update={"lora": lora, "lr": lr})
+
+
 def lora_config(cfg: FoldConfig) -> Any | None:
     """A peft LoRA config on every linear projection, or None for full fine-tuning."""
     if not cfg.lora:
@@ -40,11 +64,14 @@ def common_args(cfg: FoldConfig, steps: int, out_dir: str | Path, seed: int) -> 
     """TrainingArguments shared by GRPO, SFT and DPO: a fixed number of steps, no saving, no hub."""
     import torch
 
-    return dict(output_dir=str(out_dir), max_steps=steps, learning_rate=cfg.lr, seed=seed,
+    lr = cfg.lr if cfg.lr is not None else (LORA_LR if cfg.lora else FULL_LR)
+    gpu = torch.cuda.is_available()
+    # TRL checkpoints activations by default to save GPU memory; on a CPU memory is plentiful and
+    # compute is what is short, so the activations are kept rather than recomputed in the backward.
+    return dict(output_dir=str(out_dir), max_steps=steps, learning_rate=lr, seed=seed,
                 lr_scheduler_type="constant", warmup_steps=0, logging_steps=1, save_strategy="no",
-                report_to=[], disable_tqdm=True, dataloader_num_workers=0,
-                bf16=torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available(),
-                remove_unused_columns=False)
+                report_to=[], disable_tqdm=True, dataloader_num_workers=0, gradient_checkpointing=gpu,
+                bf16=gpu, dataloader_pin_memory=gpu, remove_unused_columns=False)
 
 
 def trained_model(trainer: Any) -> Any:

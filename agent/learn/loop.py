@@ -278,6 +278,13 @@ class Learner:
             self.emit(ev.FoldFinished(episodes=self.report.episodes, ok=False, detail={"error": str(e)}))
             return
         self.report.folds += 1
+        if accepted:
+            # The policy now serves new weights: the admission test's no-candidate scores were taken
+            # with the old ones, so they are dropped and re-scored on first use. Memory items keep
+            # their credit history; the next training episodes credit them against the new weights.
+            reset = getattr(self.curator.admission, "reset", None)
+            if reset is not None:
+                reset()
         self.emit(ev.FoldFinished(episodes=self.report.episodes, ok=accepted, detail=detail))
 
     # -- evaluation ------------------------------------------------------------------------------

@@ -74,6 +74,19 @@ def status(
         Console().print(status_table(st, run_dir, running))
 
 
+def fold_summary(st: DaemonStatus) -> str:
+    """The folds in one line: totals by verdict, then the last one's gate numbers and time."""
+    totals = ", ".join(f"{n} {status}" for status, n in sorted(st.fold_totals.items()))
+    last = st.folds[-1]
+    gate = ""
+    if last.old_accuracy is not None and last.new_accuracy is not None:
+        gate = f" {last.old_accuracy:.2f} → {last.new_accuracy:.2f} on {last.n} held-out"
+    if last.ci_low is not None and last.ci_high is not None:
+        gate += f", change in [{last.ci_low:+.2f}, {last.ci_high:+.2f}]"
+    secs = f", {last.seconds:.0f}s" if last.seconds is not None else ""
+    return f"{totals}; last: #{last.index} {last.method} {last.status}{gate}{secs}"
+
+
 def status_table(st: DaemonStatus, run_dir: Path, running: bool) -> Table:
     """status.json as a two-column table: state, process, progress, spend per budget window."""
     table = Table(title=f"insightloop daemon · {escape(str(run_dir))}", show_header=False)
@@ -88,6 +101,8 @@ def status_table(st: DaemonStatus, run_dir: Path, running: bool) -> Table:
             ("memory version", str(st.memory_version)), ("checkpoint", st.checkpoint or "base model"),
             ("last error", st.last_error or "-"),
             ("updated", f"{max(0.0, time.time() - st.updated_at):.0f}s ago")]
+    if st.folds:
+        rows.insert(-2, ("folds", fold_summary(st)))
     if c.junk:
         rows.insert(4, ("inbox junk", f"{c.junk} waiting that are not valid tasks (lines, or whole files): "
                                       "they will go to failed/ with the reason"))

@@ -142,7 +142,9 @@ class Inspector:
                    for ev in self.store.events(since_version=0)
                    if ev.kind == "credit" and ins.id in ev.payload.get("insight_ids", [])]
         sources = {ep_id: _get_or_none(self.store.get_episode, ep_id) for ep_id in ins.source_episodes}
-        return views_insights.insight_detail(ins, history, self.store.task_stats(ins.id), sources)
+        folds = [(m.settled or m.created, m.index) for m in checkpoints.list_checkpoints(self.run_dir)
+                 if m.status == "accepted"]
+        return views_insights.insight_detail(ins, history, self.store.task_stats(ins.id), sources, folds)
 
     def cmd_search(self, argv: list[str]) -> RenderableType:
         a = parse("search", argv)

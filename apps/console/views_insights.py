@@ -57,9 +57,10 @@ def insight_table(rows: Sequence[Insight], title: str, scores: Sequence[float] |
 
 
 def insight_detail(ins: Insight, history: list[dict[str, Any]], stats: list[TaskStats],
-                   sources: Mapping[str, Episode | None]) -> Group:
-    """One insight in full: header, utility history, effect per task, provenance, contrast pair."""
-    parts: list[RenderableType] = [insight_header(ins), history_table(history, ins.family),
+                   sources: Mapping[str, Episode | None], folds: Sequence[tuple[float, int]] = ()) -> Group:
+    """One insight in full: header, utility history (with the accepted weight folds `folds`, as (time,
+    checkpoint), marked in it), effect per task, provenance, contrast pair."""
+    parts: list[RenderableType] = [insight_header(ins), history_table(history, ins.family, folds),
                                    effect_table(stats), provenance_table(ins, sources)]
     contrast = contrast_from_meta(ins.meta)
     if contrast is not None:
@@ -87,8 +88,11 @@ def insight_header(ins: Insight) -> Panel:
                  border_style="cyan")
 
 
-def history_table(history: list[dict[str, Any]], family: str | None = None) -> RenderableType:
-    """The credit events that touched an insight, oldest first, with the running mean credit."""
+def history_table(history: list[dict[str, Any]], family: str | None = None,
+                  folds: Sequence[tuple[float, int]] = ()) -> RenderableType:
+    """The credit events that touched an insight, oldest first, with the running mean credit. Each
+    accepted fold (time, checkpoint) is a marked row where it happened: credit after it was earned
+    against the new weights, and the caption gives the mean since the last one."""
     if not history:
         return message("no credit yet: the insight has not been used in a credited episode", "dim")
     table = Table(title="utility history (credit events)", box=box.SIMPLE_HEAD)
@@ -96,10 +100,15 @@ def history_table(history: list[dict[str, Any]], family: str | None = None) -> R
         text_col = col in ("task", "episode")
         table.add_column(col, justify="left" if text_col else "right",
                          overflow="fold" if text_col else "ellipsis")
-    total = 0.0
+    pending = sorted(folds)
+    total, since = 0.0, []
     for n, h in enumerate(history, start=1):
+        while pending and float(h.get("ts", 0.0)) > pending[0][0]:
+            _fold_row(table, pending.pop(0)[1])
+            since = []
         delta = credit_delta(h)
         total += delta
+        since.append(delta)
         task = str(h.get("task_id", "-"))
         if family and task.startswith(family + "/"):
             task = task[len(family) + 1:]  # the family is in the insight's header
@@ -107,7 +116,21 @@ def history_table(history: list[dict[str, Any]], family: str | None = None) -> R
                       fmt(h.get("reward"), ".2f"), fmt(h.get("baseline"), ".2f"),
                       Text(fmt(delta), style="green" if delta > 0 else "red" if delta < 0 else ""),
                       fmt(total / n))
+    for _, index in pending:
+        _fold_row(table, index)
+        since = []
+    if folds:
+        last = max(folds)[1]
+        table.caption = (f"since the last fold (checkpoint {last}): "
+                         + (f"mean credit {fmt(sum(since) / len(since))} over {len(since)} uses" if since
+                            else "not used yet"))
     return table
+
+
+def _fold_row(table: Table, index: int) -> None:
+    """A marked row: the weights changed here (an accepted fold)."""
+    mark = Text(f"── fold: checkpoint {index} serves from here ──", style="bold magenta")
+    table.add_row(Text("fold", style="bold magenta"), mark, "", "", "", "", "")
 
 
 def credit_delta(h: dict[str, Any]) -> float:

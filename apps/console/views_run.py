@@ -97,15 +97,17 @@ def status_rows(status: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def checkpoints_table(manifests: list[Manifest], serving: str | None) -> Table:
-    """One row per fold: status, method, steps, parent, data, metrics, gate; ◀ marks the one serving."""
+    """One row per fold: status, method, steps, parent, data, metrics, gate, seconds; ◀ marks the one
+    serving."""
     table = Table(title=f"weight folds (serving: {serving or 'the base model'})", box=box.SIMPLE_HEAD)
-    for col in ("#", "status", "method", "steps", "parent", "base model", "data", "metrics", "gate"):
-        table.add_column(col, no_wrap=col in ("#", "status"))
+    for col in ("#", "status", "method", "steps", "parent", "base model", "data", "metrics", "gate", "seconds"):
+        table.add_column(col, no_wrap=col in ("#", "status"), justify="right" if col == "seconds" else "left")
     for m in manifests:
         name = str(m.index) + (" ◀" if serving == str(m.index) else "")
         table.add_row(name, Text(m.status, style=status_style(m.status)),
                       m.method + (" +lora" if m.lora else ""), str(m.steps), plain(m.parent),
-                      clip(m.base_model, 30), compact(m.data_counts), metrics_text(m.metrics), gate_text(m.gate))
+                      clip(m.base_model, 30), compact(m.data_counts), metrics_text(m.metrics), gate_text(m.gate),
+                      fmt(m.seconds, ".0f"))
     return table
 
 
@@ -120,7 +122,12 @@ def gate_text(gate: dict[str, Any] | None) -> Text:
         rest = {k: v for k, v in gate.items() if k not in ("accepted", "passed")}
         return verdict + Text(("  " + compact(rest)) if rest else "")
     n = f" (n={gate['n']})" if "n" in gate else ""
-    return verdict + Text(f"  {fmt(old, '.2f')} → {fmt(new, '.2f')}{n}")
+    noise = ""
+    if gate.get("ci_low") is not None and gate.get("ci_high") is not None:
+        noise = f", change in [{gate['ci_low']:+.2f}, {gate['ci_high']:+.2f}]"
+    elif gate.get("p_value") is not None:
+        noise = f", McNemar p={gate['p_value']:.3g}"
+    return verdict + Text(f"  {fmt(old, '.2f')} → {fmt(new, '.2f')}{n}{noise}")
 
 
 def metrics_text(metrics: dict[str, float]) -> str:

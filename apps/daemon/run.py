@@ -17,6 +17,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -34,6 +35,7 @@ from insightloop.apps.daemon.status import (
 from insightloop.apps.runtime import Runtime
 from insightloop.core.config import Config
 from insightloop.core.errors import UserError
+from insightloop.core.events import Event
 from insightloop.core.lm import LM, Reloadable
 from insightloop.rl import checkpoints
 
@@ -64,8 +66,10 @@ def serve(daemon: Daemon, exit_when_idle: bool = False) -> bool:
 
 class CheckpointSync:
     """Keeps the live policy on RUN_DIR's current checkpoint: loads it at start, and again whenever
-    a fold (which may run inside the loop with no handle on this backend) moves CURRENT. Called
-    after every step; returns the checkpoint's name for the status (None = base weights)."""
+    a fold moves CURRENT. A fold run by the learner on this very backend has already swapped the
+    weights in (its gate's hand-off), so a backend that reports serving that folder is not reloaded;
+    a fold elsewhere (another process, a Ray task) is picked up here. Called after every step;
+    returns the checkpoint's name for the status (None = base weights)."""
 
     def __init__(self, run_dir: Path, policy: GuardedLM) -> None:
         self.run_dir = run_dir
@@ -75,7 +79,8 @@ class CheckpointSync:
     def __call__(self) -> str | None:
         folder = checkpoints.current(self.run_dir)
         if folder is not None and folder != self.loaded and isinstance(self.policy.inner, Reloadable):
-            self.policy.load_weights(folder)
+            if getattr(self.policy.inner, "model_path", None) != str(folder):
+                self.policy.load_weights(folder)
             self.loaded = folder
         return folder.name if folder is not None else None
 
@@ -92,10 +97,14 @@ def build_daemon(run_dir: Path, cfg: Config, stop: threading.Event, logger: logg
     store = rt.memory()  # before the models: a damaged memory is refused at once
     sync = CheckpointSync(run_dir, cast(GuardedLM, rt.policy))
     sync()
-    learner = rt.learner(store, rng=rng, on_event=lambda event: log_event(logger, event))
-    return Daemon(run_dir, cfg, learner, stats=stats, stop=stop, rng=rng,
-                  memory_version=lambda: store.version, checkpoint=sync, logger=logger,
-                  on_close=rt.close, prompt_problem=rt.prompt_limit.problem)
+    sinks: list[Callable[[Event], None]] = [lambda event: log_event(logger, event)]
+    # With `loop.fold_every` the learner folds through the runtime's hook on this same backend.
+    learner = rt.learner(store, rng=rng, on_event=lambda event: sinks[-1](event))
+    daemon = Daemon(run_dir, cfg, learner, stats=stats, stop=stop, rng=rng,
+                    memory_version=lambda: store.version, checkpoint=sync, logger=logger,
+                    on_close=rt.close, prompt_problem=rt.prompt_limit.problem)
+    sinks.append(daemon.on_event)  # from now on events also reach the status board
+    return daemon
 
 
 def write_starting_status(run_dir: Path, now: float, logger: logging.Logger) -> DaemonStatus:

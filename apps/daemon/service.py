@@ -34,7 +34,7 @@ from insightloop.apps.daemon.state import STATE_DB, open_state_db, transaction
 from insightloop.apps.daemon.status import DaemonStatus, StatusBoard, close_log, log_event, open_log
 from insightloop.apps.daemon.windows import SpendWindows
 from insightloop.core.config import Config
-from insightloop.core.events import Event
+from insightloop.core.events import Event, FoldFinished, FoldStarted
 from insightloop.core.task import Task
 from pydantic import BaseModel
 
@@ -216,8 +216,18 @@ class Daemon:
     # -- the long-running loop ----------------------------------------------------------------------
 
     def on_event(self, event: Event) -> None:
-        """The learning loop's event sink: events go to the JSON-lines log."""
+        """The learning loop's event sink: events go to the JSON-lines log; a fold (which runs inside
+        the learning step, minutes on a CPU) shows in the status while it runs and when it ends."""
         log_event(self.log, event)
+        if isinstance(event, FoldStarted):
+            self.board.update(state="folding: training, then the gate on held-out problems")
+            self.reporter.write()
+        elif isinstance(event, FoldFinished):
+            verdict = "accepted" if event.ok else str(event.detail.get("error", "rejected"))
+            self.log.info("fold_result", extra={"data": {"verdict": verdict, **event.detail}})
+            self.reporter.refresh()
+            self.board.update(state="working")
+            self.reporter.write()
 
     def work(self, exit_when_idle: bool = False) -> None:
         """Steps until a stop is requested (or, with `exit_when_idle`, until there is nothing to do)."""

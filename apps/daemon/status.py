@@ -65,8 +65,30 @@ class WorkerStatus(BaseModel):
     note: str | None = None
 
 
+class FoldRecord(BaseModel):
+    """One fold of the run's weights as status.json shows it (read from its checkpoint manifest): the
+    verdict, the gate's paired numbers on the held-out problems, and how long it took."""
+
+    index: int
+    status: str = Field(description="accepted, rejected, or pending (a fold in progress or interrupted)")
+    method: str
+    steps: int
+    lora: bool = False
+    old_accuracy: float | None = None
+    new_accuracy: float | None = None
+    n: int | None = Field(None, description="held-out problems the gate measured")
+    rule: str | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    reason: str | None = None
+    seconds: float | None = None
+    finished: float | None = None
+
+
 class DaemonStatus(BaseModel):
-    """What `status.json` holds (`workers` only for a daemon running episodes on Ray workers)."""
+    """What `status.json` holds (`workers` only for a daemon running episodes on Ray workers; `folds`
+    the most recent weight folds, newest last, and `fold_totals` all of them by verdict)."""
 
     state: str = "starting"
     pid: int = Field(default_factory=os.getpid)
@@ -83,6 +105,8 @@ class DaemonStatus(BaseModel):
     started_at: float = 0.0
     updated_at: float = 0.0
     workers: list[WorkerStatus] = Field(default_factory=list)
+    folds: list[FoldRecord] = Field(default_factory=list)
+    fold_totals: dict[str, int] = Field(default_factory=dict)
 
 
 def write_status(run_dir: Path, status: DaemonStatus) -> Path:

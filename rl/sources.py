@@ -1,0 +1,83 @@
+"""What a fold learns from, read from the run directory, and the held-out problems its gate measures on.
+
+`load_fold_data` gathers the run's episodes (`memory.episodes`), verified synthesized chains
+(`memory.chains`) and the memory's admitted worked examples (`memory.examples`), then holds out a
+seeded slice of the problems for the gate. Nothing about a held-out problem reaches the training
+data: its episodes, its chains and any worked example of it are left out, so the gate's paired
+before/after comparison measures the weights on problems the fold never saw.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from insightloop.core.config import Config
+from insightloop.core.episode import Chain, Episode
+from insightloop.core.task import Task
+from insightloop.memory.chains import load_chains
+from insightloop.memory.episodes import load_episodes
+from insightloop.memory.examples import load_examples
+from insightloop.memory.records import Insight
+from insightloop.rl.data import WorkedExample
+from pydantic import BaseModel, Field
+
+
+class FoldData(BaseModel):
+    """What a fold learns from, and the held-out tasks its gate measures on."""
+
+    episodes: list[Episode] = Field(default_factory=list)
+    chains: list[Chain] = Field(default_factory=list)
+    examples: list[WorkedExample] = Field(default_factory=list, description="admitted worked examples")
+    validation: list[Task] = Field(default_factory=list)
+    insights: dict[str, list[str]] = Field(default_factory=dict, description="task id -> insight texts")
+
+
+def split_validation(episodes: Sequence[Episode], n: int, seed: int) -> tuple[list[Episode], list[Task]]:
+    """Hold out up to `n` tasks (at most a third; all of them when there is only one task)."""
+    tasks = {ep.task.id: ep.task for ep in episodes}
+    ids = sorted(tasks)
+    random.Random(seed).shuffle(ids)
+    if len(ids) < 2:
+        return list(episodes), [tasks[i] for i in ids]
+    held = set(ids[: max(1, min(n, len(ids) // 3))])
+    return [ep for ep in episodes if ep.task.id not in held], [tasks[i] for i in sorted(held)]
+
+
+def worked_examples(items: Sequence[Insight], tasks: dict[str, Task]) -> list[WorkedExample]:
+    """The memory's worked examples as fold data. An example whose source problem the run has seen
+    keeps that task (so it can serve as a GRPO off-policy completion, the verifier knowing the
+    answer); otherwise its problem text becomes an unlabeled task, fit for SFT only."""
+    out = []
+    for ins in items:
+        if ins.kind != "example" or not ins.solution.strip():
+            continue
+        task = next((tasks[t] for t in ins.source_tasks if t in tasks), None)
+        if task is None:
+            task = Task(id=f"example:{ins.id}", family=ins.family or "example", prompt=ins.text)
+        out.append(WorkedExample(task=task, solution=ins.solution, insight_id=ins.id))
+    return out
+
+
+def without_held_out(data: FoldData) -> FoldData:
+    """`data` with every chain and worked example of a validation problem (by id or text) removed."""
+    ids = {t.id for t in data.validation}
+    texts = {" ".join(t.prompt.split()) for t in data.validation}
+
+    def held(task: Task) -> bool:
+        return task.id in ids or " ".join(task.prompt.split()) in texts
+
+    return data.model_copy(update={"chains": [c for c in data.chains if not held(c.task)],
+                                   "examples": [x for x in data.examples if not held(x.task)]})
+
+
+def load_fold_data(run_dir: str | Path, cfg: Config) -> FoldData:
+    """Episodes, chains and worked examples of the run directory, with a seeded held-out validation
+    slice of up to `fold.gate_slice` problems that the training data never touches."""
+    episodes = load_episodes(run_dir)
+    train, val = split_validation(episodes, cfg.fold.gate_slice, cfg.seed)
+    tasks = {ep.task.id: ep.task for ep in episodes}
+    examples = worked_examples(load_examples(run_dir), tasks)
+    data = FoldData(episodes=train, chains=load_chains(run_dir), examples=examples, validation=val)
+    return without_held_out(data)
