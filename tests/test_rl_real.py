@@ -154,7 +154,7 @@ def test_gate_rejects_harmful_fold_and_keeps_old_weights(base: Path, lm, tmp_pat
     wrong = [Chain(task=copy_task(w), text="Step 1: The word is banana.\n\nAnswer: banana", verified=True)
              for w in WORDS[4:8]]
     val = [copy_task(w) for w in WORDS[:3]]
-    cfg = small_cfg(lr=5e-4, steps=4, batch_size=4)
+    cfg = small_cfg(lr=5e-4, steps=4, batch_size=4, lora=False)  # full fine-tuning: LoRA moves too little here
     result = fold(tmp_path, cfg, method="sft", lm=lm, data=FoldData(chains=wrong, validation=val))
     assert result.gate.old_accuracy >= 0.5 and result.gate.new_accuracy < result.gate.old_accuracy
     assert not result.accepted and ck.current(tmp_path) is None
