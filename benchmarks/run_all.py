@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "adapt": [],
     "fold": [],
     "ray": [],
+    "calibration": [],
 }
 
 

@@ -98,6 +98,9 @@ class SearchConfig(Strict):
     answer_mode: Literal["free", "choose"] = Field(
         "choose", description="choose: where the task has a closed answer set (yes/no, option letters) and "
         "the backend can score, the answer after 'Answer:' is the option of highest likelihood; free: as written")
+    calibrate: bool = Field(False, description="with answer_mode=choose, divide each option's likelihood by its "
+                            "likelihood after a content-free input ('N/A' for the problem): contextual "
+                            "calibration of the label prior (Zhao et al. 2021)")
 
 
 class MemoryConfig(Strict):

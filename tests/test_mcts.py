@@ -358,6 +358,32 @@ def test_choose_mode_replaces_free_answers_by_the_likeliest_option(strategy: str
     assert {t.parsed_answer for t in free.trajectories} == {"Maybe"}
 
 
+class PriorLM(ScoringLM):
+    """Prefers " No" everywhere, and far more after the content-free "N/A" than after the real problem."""
+
+    def score(self, reqs: list[ScoreRequest]) -> list[Scores]:
+        self.scored += reqs
+        out = []
+        for r in reqs:
+            blank = r.messages[-1].content == "N/A"
+            no = -0.1 if blank else -0.5
+            out.append(Scores(logprobs=[-2.0 if c == " Yes" else no for c in r.continuations],
+                              tokens=[1] * len(r.continuations), prompt_tokens=5))
+        return out
+
+
+@pytest.mark.parametrize("strategy", ["mcts", "sample"])
+def test_calibration_divides_out_the_content_free_prior(strategy: str) -> None:
+    lm = PriorLM()
+    ep = solve(YESNO, lm, _cfg(strategy=strategy, rollouts=4, calibrate=True), verifier=LabelVerifier())
+    blank = [r for r in lm.scored if r.messages[-1].content == "N/A"]
+    assert len(blank) == 1 and blank[0].assistant_prefix == "Answer:"  # the prior is scored once per task
+    # calibrated: Yes -2.0 - (-2.0) = 0 beats No -0.5 - (-0.1) = -0.4
+    assert {t.parsed_answer for t in ep.trajectories} == {"Yes"}
+    plain = solve(YESNO, PriorLM(), _cfg(strategy=strategy, rollouts=4), verifier=LabelVerifier())
+    assert {t.parsed_answer for t in plain.trajectories} == {"No"}
+
+
 def test_choose_mode_needs_a_scorer_and_a_closed_set() -> None:
     plain = solve(YESNO, FakeLM(), _cfg(strategy="sample", rollouts=2), verifier=LabelVerifier())
     assert all("Answer: 4" in t.text for t in plain.trajectories)  # no scorer: free answers stand

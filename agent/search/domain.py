@@ -56,6 +56,9 @@ def cut_after_answer(text: str) -> str:
     return text if end < 0 else text[:end]
 
 
+CONTENT_FREE = "N/A"
+
+
 def answer_stem(text: str) -> str:
     """The text up to and including its first `Answer:`; with none, the text plus an answer line."""
     m = _ANSWER.search(text)
@@ -107,6 +110,15 @@ class ReasoningDomain:
         self.verifiable = True
         closed = isinstance(verifier, ClosedAnswers) and cfg.answer_mode == "choose" and can_score
         self.options = verifier.options(task) if closed else None  # type: ignore[union-attr]
+        self.prior: list[float] | None = None  # the options' log-probabilities after a content-free input
+
+    def content_free_request(self) -> ScoreRequest:
+        """The options scored after the task's prompt with its content replaced by "N/A" (Zhao et al.
+        2021): what the model would answer knowing nothing of the problem, its label prior."""
+        assert self.options is not None
+        blank = build_messages(self.task.model_copy(update={"prompt": CONTENT_FREE}), self.insights)
+        return ScoreRequest(messages=blank, assistant_prefix="Answer:",
+                            continuations=tuple(" " + o for o in self.options))
 
     def propose_request(self, path: str, depth: int, width: int, seed: int) -> GenRequest:
         """One batched request for `width` candidate steps number `depth` after `path`."""
@@ -153,16 +165,21 @@ class ReasoningDomain:
     def choose(self, full_text: str, scores: Scores) -> str:
         """The attempt with its answer replaced by the most likely option."""
         assert self.options is not None
-        best = max(range(len(self.options)), key=lambda i: scores.logprobs[i])
+        prior = self.prior or [0.0] * len(self.options)
+        best = max(range(len(self.options)), key=lambda i: scores.logprobs[i] - prior[i])
         return answer_stem(full_text) + " " + self.options[best]
 
     def choose_all(self, texts: list[str], budget: Budget) -> Generator[list[Request], list[Reply], list[str]]:
         """With a closed answer set, replace each attempt's answer by its most likely option."""
         if self.options is None or not texts:
             return texts
-        replies = yield [self.answer_request(t) for t in texts]
+        calibrate = self.cfg.calibrate and self.prior is None  # the prior is scored once per task
+        reqs = [self.answer_request(t) for t in texts] + ([self.content_free_request()] if calibrate else [])
+        replies = yield reqs
         scores = [r for r in replies if isinstance(r, Scores)]
         budget.charge_scores(scores)
+        if calibrate:
+            self.prior = list(scores.pop().logprobs)
         return [self.choose(t, s) for t, s in zip(texts, scores, strict=True)]
 
     def score(self, full_text: str) -> Reward:
