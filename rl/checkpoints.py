@@ -97,9 +97,13 @@ def discard_weights(folder: str | Path) -> None:
 
 def list_checkpoints(run_dir: str | Path) -> list[Manifest]:
     """Every checkpoint's manifest, oldest first."""
+    return [read_manifest(p) for p in manifest_folders(run_dir)]
+
+
+def manifest_folders(run_dir: str | Path) -> list[Path]:
+    """The checkpoint folders that hold a manifest, oldest first."""
     root = checkpoints_dir(run_dir)
-    if not root.exists():
+    if not root.is_dir():
         return []
-    folders = sorted((p for p in root.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file()),
-                     key=lambda p: int(p.name))
-    return [read_manifest(p) for p in folders]
+    return sorted((p for p in root.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file()),
+                  key=lambda p: int(p.name))

@@ -33,10 +33,7 @@ def fold_record(m: checkpoints.Manifest) -> FoldRecord:
 def fold_records(run_dir: Path, limit: int = FOLDS_SHOWN) -> tuple[list[FoldRecord], dict[str, int]]:
     """The last `limit` folds of the run (oldest first) and how many folds ended in each status."""
     manifests, totals = [], {}
-    root = checkpoints.checkpoints_dir(run_dir)
-    folders = sorted((p for p in root.iterdir() if p.name.isdigit() and (p / checkpoints.MANIFEST).is_file()),
-                     key=lambda p: int(p.name)) if root.is_dir() else []
-    for folder in folders:
+    for folder in checkpoints.manifest_folders(run_dir):
         try:  # a manifest from an older version, or one edited by hand, must not stop the status
             m = checkpoints.read_manifest(folder)
         except (OSError, ValueError):

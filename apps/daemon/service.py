@@ -229,6 +229,13 @@ class Daemon:
             self.board.update(state="working")
             self.reporter.write()
 
+    def _back_off(self, e: Exception, faults: int) -> None:
+        """A fault outside any episode (disk full, ...): log and show it, then wait, longer each time."""
+        self.log.exception("step_error")
+        err = f"{type(e).__name__}: {e}"
+        self.board.update(state=f"error: {err}", last_error=err)
+        self.stop.wait(min(60.0, self.dcfg.poll_seconds * 2 ** min(faults, 6)))
+
     def work(self, exit_when_idle: bool = False) -> None:
         """Steps until a stop is requested (or, with `exit_when_idle`, until there is nothing to do)."""
         faults = 0
@@ -240,10 +247,7 @@ class Daemon:
                 break
             except Exception as e:  # a fault outside any episode (disk full, ...): report, back off, go on
                 faults += 1
-                self.log.exception("step_error")
-                err = f"{type(e).__name__}: {e}"
-                self.board.update(state=f"error: {err}", last_error=err)
-                self.stop.wait(min(60.0, self.dcfg.poll_seconds * 2 ** min(faults, 6)))
+                self._back_off(e, faults)
                 continue
             if step.kind == "idle" and exit_when_idle:
                 break

@@ -269,10 +269,7 @@ class Coordinator(Daemon):
                 raise
             except Exception as e:  # a fault outside any episode (disk full, ...): report, back off, go on
                 faults += 1
-                self.log.exception("step_error")
-                err = f"{type(e).__name__}: {e}"
-                self.board.update(state=f"error: {err}", last_error=err)
-                self.stop.wait(min(60.0, self.dcfg.poll_seconds * 2 ** min(faults, 6)))
+                self._back_off(e, faults)
                 continue
             if step.kind == "idle" and exit_when_idle and not self._folding():
                 break
