@@ -223,7 +223,7 @@ def fold(run_dir: str | Path, cfg: Config, method: Method | None = None, steps: 
     given = {k: v for k, v in dict(method=method, steps=steps, lora=lora).items() if v is not None}
     fc = resolved(cfg.fold.model_copy(update=given))
     cfg = cfg.model_copy(update={"fold": fc})  # the gate and the re-test read the same settings
-    data = without_held_out(data if data is not None else load_fold_data(run_dir, cfg))
+    data = without_held_out(data) if data is not None else load_fold_data(run_dir, cfg)
     if not data.validation:
         raise ValueError("no validation tasks: solve some problems into the run directory before folding")
     start_path, base, parent = _start_point(run_dir, cfg)
