@@ -8,7 +8,14 @@ of the first and the last `--window` answers, the difference with its 95 % boots
 the difference of differences (learning vs control); writes the per-task results and a plot of
 rolling accuracy to `--out`.
 
-    python benchmarks/bench_online.py --suite bbh/navigate --tasks 300 [--window 100] [--out docs/eval/online]
+    python benchmarks/bench_online.py --suite rg/syllogism --verifier boolean --tasks 300 \
+        [--window 100] [--out docs/eval/online] [--set loop.fold_every=50 --set fold.method=sft]
+
+A task file names its verifier; tasks whose suite verifier cannot go in a task file (reasoning-gym's,
+scored against the generator's entry) are streamed with `--verifier` (e.g. `boolean` for Yes/No).
+`--set` settings apply to the learning run only (e.g. folds); the control answers with the same
+decoding and never learns. The answers' distribution is printed too: a lift that comes from a
+shifted label prior shows there.
 """
 
 from __future__ import annotations
@@ -29,16 +36,18 @@ SETTINGS = ["search.strategy=sample", "search.rollouts=4", "search.answer_tokens
             "daemon.inbox_settle_s=0", "daemon.poll_seconds=0.2"]
 
 
-def write_inbox(run_dir: Path, suite: str, n: int, seed: int) -> list[str]:
+def write_inbox(run_dir: Path, suite: str, n: int, seed: int, verifier: str | None) -> list[str]:
     """The stream as one task file, in a fixed shuffled order; returns the task ids in order."""
     from insightloop.evals.suites import load_suite
 
-    tasks = load_suite(suite, seed=seed)
+    tasks = load_suite(suite, limit=n if suite.startswith("rg/") else None, seed=seed)
     random.Random(seed).shuffle(tasks)
     tasks = tasks[:n]
+    if len(tasks) < n:
+        raise SystemExit(f"{suite} has {len(tasks)} tasks; the stream needs {n}")
     inbox = run_dir / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"id": t.id, "prompt": t.prompt, "answer": t.answer, "verifier": t.verifier,
+    lines = [json.dumps({"id": t.id, "prompt": t.prompt, "answer": t.answer, "verifier": verifier or t.verifier,
                          "family": t.family}) for t in tasks]
     tmp = inbox / ".stream.tmp"
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -49,7 +58,7 @@ def write_inbox(run_dir: Path, suite: str, n: int, seed: int) -> list[str]:
 def run_daemon(run_dir: Path, learn: bool, extra: list[str]) -> float:
     """Run a daemon until its inbox is empty; return the wall time."""
     cmd = [CLI, "daemon", "--run-dir", str(run_dir), "--exit-when-idle"]
-    for item in [*SETTINGS, f"daemon.learn={str(learn).lower()}", *extra]:
+    for item in [*SETTINGS, f"daemon.learn={str(learn).lower()}", *(extra if learn else [])]:
         cmd += ["--set", item]
     start = time.monotonic()
     with (run_dir / "daemon.log").open("ab") as log:
@@ -57,15 +66,35 @@ def run_daemon(run_dir: Path, learn: bool, extra: list[str]) -> float:
     return time.monotonic() - start
 
 
-def results(run_dir: Path, order: list[str]) -> list[float]:
-    """Per task, in stream order: 1.0 when the answer given was correct."""
+def outbox(run_dir: Path) -> dict[str, dict]:
+    """The daemon's answers by task id."""
     rows = {}
     for path in sorted((run_dir / "outbox").glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 row = json.loads(line)
-                rows[row["id"]] = float(bool(row.get("correct")))
-    return [rows[i] for i in order if i in rows]
+                rows[row["id"]] = row
+    return rows
+
+
+def results(rows: dict[str, dict], order: list[str]) -> list[float]:
+    """Per task, in stream order: 1.0 when the answer given was correct."""
+    return [float(bool(rows[i].get("correct"))) for i in order if i in rows]
+
+
+def answer_shares(rows: dict[str, dict], order: list[str]) -> dict[str, float]:
+    """How often each answer (first word, lower case; `none` when nothing parsed) was given."""
+    from collections import Counter
+
+    words = [((rows[i].get("answer") or "none").strip().split() or ["none"])[0].strip(".,!").lower()
+             for i in order if i in rows]
+    return {w: round(c / len(words), 3) for w, c in Counter(words).most_common(6)}
+
+
+def folds(run_dir: Path) -> list[dict]:
+    """The folds the run's status.json lists (verdict, gate numbers, seconds)."""
+    path = run_dir / "status.json"
+    return json.loads(path.read_text(encoding="utf-8")).get("folds", []) if path.exists() else []
 
 
 def diff_ci(first: list[float], last: list[float], rng: random.Random, n: int = 4000) -> tuple[float, float]:
@@ -108,7 +137,8 @@ def plot(curves: dict[str, list[float]], window: int, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--suite", default="bbh/navigate")
+    ap.add_argument("--suite", default="rg/syllogism")
+    ap.add_argument("--verifier", default=None, help="the task file's verifier (default: the suite's own)")
     ap.add_argument("--tasks", type=int, default=300)
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
@@ -119,17 +149,26 @@ def main() -> None:
     curves, report = {}, {}
     for name, learn in (("learning", True), ("control", False)):
         run_dir = args.out / f"run-{name}"
-        order = write_inbox(run_dir, args.suite, args.tasks, args.seed)
+        order = write_inbox(run_dir, args.suite, args.tasks, args.seed, args.verifier)
         load = os.getloadavg()[0]
         seconds = run_daemon(run_dir, learn, args.overrides)
-        curves[name] = results(run_dir, order)
-        report[name] = {**summary(name, curves[name], args.window), "seconds": seconds, "load": load}
+        rows = outbox(run_dir)
+        curves[name] = results(rows, order)
+        report[name] = {**summary(name, curves[name], args.window), "seconds": seconds, "load": load,
+                        "load_after": os.getloadavg()[0],
+                        "answers_first": answer_shares(rows, order[:args.window]),
+                        "answers_last": answer_shares(rows, order[-args.window:]), "folds": folds(run_dir)}
+        print(f"{name:<9} answers, first {args.window}: {report[name]['answers_first']}; last {args.window}: "
+              f"{report[name]['answers_last']}; {seconds:.0f} s, load {load:.2f} → {os.getloadavg()[0]:.2f}")
+        for f in report[name]["folds"]:
+            print(f"{'':<9} fold {json.dumps(f)}")
     gain = report["learning"]["diff"] - report["control"]["diff"]
     print(f"ratio: online improvement, learning minus control = {100 * gain:+.1f} points "
           f"(learning {100 * report['learning']['diff']:+.1f}, control {100 * report['control']['diff']:+.1f})")
     plot(curves, min(args.window, 50), args.out / "online_curve.png")
-    (args.out / "online.json").write_text(json.dumps({"suite": args.suite, "settings": SETTINGS, "report": report,
-                                                      "scores": curves}, indent=1), encoding="utf-8")
+    record = {"suite": args.suite, "verifier": args.verifier, "settings": SETTINGS,
+              "learning_settings": args.overrides, "report": report, "scores": curves}
+    (args.out / "online.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

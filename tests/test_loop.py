@@ -327,3 +327,17 @@ def test_respond_answers_greedily_with_the_memory_then_learns() -> None:
     assert store.insights  # ... which taught it the lesson
     again = learner.respond(task, Budget(max_rollouts=20), learn=False)
     assert again.correct and [e.meta["phase"] for e in store.episodes].count("train") == phases.count("train")
+
+
+def test_respond_keeps_the_streams_labeled_tasks_as_admission_problems() -> None:
+    """Without `train()` (the daemon answers then learns one task at a time) the admission test still
+    has problems to score candidates on: the stream's latest labeled tasks, newest first."""
+    learner = _learner(_cfg(admission_problems=2), FakeStore())
+    tasks = _tasks(4)
+    for task in tasks:
+        learner.respond(task, Budget(max_rollouts=20))
+    assert [t.id for t in learner.curator.train_tasks] == [tasks[3].id, tasks[2].id, tasks[1].id]
+    learner.respond(tasks[1], Budget(max_rollouts=20))
+    assert [t.id for t in learner.curator.train_tasks] == [tasks[1].id, tasks[3].id, tasks[2].id]
+    learner.respond(Task(id="unlabeled", family="arith", prompt="2+2?"), Budget(max_rollouts=20))
+    assert "unlabeled" not in [t.id for t in learner.curator.train_tasks]

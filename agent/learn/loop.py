@@ -197,8 +197,17 @@ class Learner:
                                      prompt_tokens=ep.prompt_tokens, completion_tokens=ep.completion_tokens,
                                      seconds=ep.seconds, answer=ep.answer))
         if learn and task.answer is not None and budget.allows(1):
+            self._remember(task)
             self.run_episode(task, True, budget)
         return ep
+
+    def _remember(self, task: Task) -> None:
+        """A labeled task from the stream joins the problems the admission test scores candidates on,
+        newest first (the test reads the first `admission_problems`; a few more are kept so a worked
+        example, never tested on its own problem, still has a full set)."""
+        keep = self.cfg.loop.admission_problems + 1
+        rest = [t for t in self.curator.train_tasks if t.id != task.id]
+        self.curator.train_tasks = [task, *rest][:keep]
 
     def run_round(self, tasks: Sequence[Task], budget: Budget, train: bool = True) -> list[Episode]:
         """Several tasks' episodes searched together (one batch for all their requests) with the
