@@ -157,6 +157,9 @@ class LoopConfig(Strict):
     eval_temperature: float = Field(0.0, ge=0, description="0: greedy, a deterministic paired measurement")
     admission_temperature: float | None = Field(
         None, ge=0, description="temperature of the admission try; unset: eval_temperature")
+    curate: bool = Field(True, description="turn training episodes into memory items (contrast, analyst, "
+                         "admission); off: an episode only credits the items it used and keeps its verified "
+                         "attempts, the data a fold learns from (a cheap online learner on a CPU)")
     examples: bool = Field(True, description="learn worked examples (a problem and a short verified solution) "
                            "from correct attempts and verified synthesized chains, beside rules")
     example_chars: int = Field(600, ge=50, description="longest worked-example solution kept, in characters")

@@ -341,3 +341,13 @@ def test_respond_keeps_the_streams_labeled_tasks_as_admission_problems() -> None
     assert [t.id for t in learner.curator.train_tasks] == [tasks[1].id, tasks[3].id, tasks[2].id]
     learner.respond(Task(id="unlabeled", family="arith", prompt="2+2?"), Budget(max_rollouts=20))
     assert "unlabeled" not in [t.id for t in learner.curator.train_tasks]
+
+
+def test_curate_off_keeps_verified_attempts_and_adds_no_memory_items() -> None:
+    """With `loop.curate=false` a training episode keeps its correct attempts (fold data) and asks the
+    analyst nothing; the memory gains no item."""
+    store = FakeStore()
+    analyst = FakeAnalyst()
+    learner = _learner(_cfg(curate=False), store, analyst=analyst)
+    learner.train(_tasks(3), Budget(max_rollouts=30))
+    assert store.attempts and not store.insights and analyst.calls == 0

@@ -259,7 +259,8 @@ class Learner:
         self.stats[task.id] = (n + 1, solved + int(ep.correct))
         self.report.episodes += 1
         self.report.solved += int(ep.correct)
-        self.curator.learn_from(ep, budget)
+        if self.cfg.loop.curate:
+            self.curator.learn_from(ep, budget)
         self.store.retire_if_harmful()
 
     def _keep_correct(self, ep: Episode) -> None:
