@@ -7,16 +7,24 @@ Prints, from one run:
 3. llama.cpp on the same GGUF file at batch 1, and the ratio, when llama-cpp-python is installed
    (`pip install llama-cpp-python`: it compiles from source, minutes; never part of the setup);
 4. prefix reuse off vs on for n=3 samples of a ~300-token prompt (cold: the prompt prefilled once;
-   warm: the prompt extends one seen in an earlier call, the search's case).
+   warm: the prompt extends one seen in an earlier call, the search's case);
+5. with `--solve N`: a user's greedy evaluation, timed end to end as the CLI runs it (process start,
+   model load and all): `insightloop solve --suite bbh/boolean_expressions --limit N --strategy sample
+   --budget 1 --set search.temperature=0 --json`, its seconds, and its prompt + completion tokens as
+   model GFLOP/s against the matmul rate.
 
-Run: `.venv/bin/python benchmarks/bench_hf.py [--threads N] [--max-tokens 64]`.
+Run: `.venv/bin/python benchmarks/bench_hf.py [--threads N] [--max-tokens 64] [--solve 100]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -128,16 +136,41 @@ def reuse_table(backend: HFBackend, max_tokens: int, repeats: int = 4) -> None:
     print(f"ratio: prefix reuse (warm) speedup = {base / min(times['on (warm)']):.2f}x")
 
 
+def solve_table(n: int, params: int, peak: float) -> None:
+    """The CLI's greedy solve of `n` problems, end to end, against the matmul rate."""
+    cli = str(Path(sys.executable).with_name("insightloop"))
+    cmd = [cli, "solve", "--suite", "bbh/boolean_expressions", "--limit", str(n), "--strategy", "sample",
+           "--budget", "1", "--set", "search.temperature=0", "--json"]
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    res = json.loads(out.stdout)
+    gflops = res["tokens"] * 2 * params / 1e9 / wall
+    print(f"\ngreedy solve of {n} bbh/boolean_expressions problems through the CLI (load {load:.2f}): "
+          f"{wall:.1f} s wall, {res['seconds']:.1f} s solving, {res['tokens']} tokens (prompt + completion), "
+          f"accuracy {res['accuracy']:.3f}")
+    print(f"ratio: greedy solve model GFLOP/s / matmul GFLOP/s = {gflops / peak:.2f} (end to end; "
+          f"{res['tokens'] * 2 * params / 1e9 / res['seconds'] / peak:.2f} of the solving time)")
+    print(f"ratio: greedy solve seconds per 100 problems = {100 * wall / n:.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--reuse-tokens", type=int, default=16)
+    parser.add_argument("--solve", type=int, default=0, help="also time the CLI's greedy solve of N problems")
     args = parser.parse_args()
     backend = HFBackend(ModelConfig(threads=args.threads, max_batch=max(BATCHES)), ignore_eos=True)
     backend.generate([GenRequest.chat(PROMPT, max_tokens=4, temperature=0.0)])  # warm-up
     batch_table(backend, args.max_tokens, torch.get_num_threads())
     reuse_table(backend, args.reuse_tokens)
+    if args.solve:
+        params = sum(p.numel() for p in backend.model.parameters())
+        del backend  # the CLI loads its own copy
+        solve_table(args.solve, params, matmul_gflops())
+    print(f"load average at the end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":
