@@ -83,7 +83,10 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
     args = ap.parse_args()
     for method in args.methods:
-        print(json.dumps(time_method(method, args.steps, args.full)), flush=True)
+        row = time_method(method, args.steps, args.full)
+        print(json.dumps(row), flush=True)
+        print(f"ratio: {method} seconds per fold step ({'LoRA' if row['lora'] else 'full'}, batch {row['batch']}) "
+              f"= {row['seconds_per_step']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # name -> arguments: the default (quick) size of each benchmark.
 BENCHMARKS: dict[str, list[str]] = {
-    "hf": [],
+    "hf": ["--solve", "100"],
     "search": ["--tasks", "16", "--budgets", "6", "12"],
+    "search_vs": ["--tasks", "16", "--budgets", "6"],
     "memory": ["--sizes", "1000,10000,100000"],
     "console": [],
     "adapt": [],
     "fold": [],
+    "fold_step": [],
     "ray": [],
     "calibration": [],
 }
