@@ -74,6 +74,8 @@ class ModelConfig(Strict):
     system_prompt: str | None = None
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     prefix_reuse: bool = Field(True, description="hf: reuse the key/value cache of shared prompt prefixes")
+    prepack: bool = Field(True, description="hf on a CPU in fp32: multiply with oneDNN-packed copies of the "
+                          "linear weights (faster at decoding batch sizes; the weights' memory twice)")
     prefix_cache_tokens: int = Field(8192, ge=0, description="hf: LRU capacity of cached prefixes, in tokens")
     assistant_prefix_mode: Literal["user", "continue"] = Field(
         "user",

@@ -337,3 +337,21 @@ def test_prefix_cache_finds_long_prefixes_among_many_entries() -> None:
     assert n == 55 and kv is not None and kv[0][0].shape[2] == 55
     n, _ = cache.lookup(base[:40] + [1])
     assert n == 40
+
+
+def test_prepack_multiplies_like_linear_and_unpacks() -> None:
+    import torch
+    from insightloop.agent.backends import prepack
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4, bias=False)).eval()
+    x = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        plain = model(x)
+        assert prepack.prepack(model) == (2 if prepack.available(model) else 0)
+        assert torch.allclose(model(x), plain, atol=1e-5)
+        with torch.no_grad():
+            model[0].weight.mul_(2)  # a changed weight is only seen once packed again
+        prepack.unpack(model)
+        assert not any("forward" in m.__dict__ for m in model.modules())
+        assert not torch.allclose(model(x), plain, atol=1e-3)
+    assert prepack.prepack(model.to(torch.float64)) == 0  # only fp32 is packed

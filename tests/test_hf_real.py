@@ -130,6 +130,10 @@ def test_load_weights_merges_a_lora_adapter(lm: HFBackend, tmp_path: Path) -> No
     # Merged, not wrapped: the base weights moved and no LoRA module is left in the served model.
     assert not torch.equal(lm.model.model.layers[0].self_attn.q_proj.weight, q_before)
     assert not any("lora" in name for name, _ in lm.model.named_parameters())
+    q = lm.model.model.layers[0].self_attn.q_proj
+    x = torch.randn(2, 3, q.in_features, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():  # packed again from the merged weights, not the stale packed copy
+        assert "forward" in q.__dict__ and torch.allclose(q(x), torch.nn.functional.linear(x, q.weight), atol=1e-4)
     lm.load_weights(original)
     assert lm.generate([req])[0][0].text == before
 
@@ -137,3 +141,12 @@ def test_load_weights_merges_a_lora_adapter(lm: HFBackend, tmp_path: Path) -> No
 def test_load_weights_rejects_empty_folder(lm: HFBackend, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no model"):
         lm.load_weights(tmp_path)
+
+
+def test_packed_weights_decode_like_plain_ones(lm: HFBackend) -> None:
+    """`policy.prepack` (on by default on a CPU) changes the speed, not the greedy text."""
+    assert lm.packed == sum(type(m) is torch.nn.Linear for m in lm.model.modules()) > 0
+    plain = HFBackend(ModelConfig(max_batch=8, prepack=False))
+    assert plain.packed == 0 and not any("forward" in m.__dict__ for m in plain.model.modules())
+    reqs = [GenRequest.chat(q, max_tokens=16, temperature=0.0) for q in (QUESTION, OTHER, "Name a color.")]
+    assert [g[0].text for g in lm.generate(reqs)] == [g[0].text for g in plain.generate(reqs)]

@@ -35,6 +35,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+from insightloop.agent.backends import prepack
 from insightloop.agent.backends.decode import Engine, Row
 from insightloop.agent.backends.kv import PrefixCache
 from insightloop.core.config import ModelConfig
@@ -107,6 +108,7 @@ class HFBackend:
         tok = AutoTokenizer.from_pretrained(path) if tokenizer else self.tokenizer
         model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
         self.tokenizer, self.model = tok, model.to(self.device).eval()
+        self._pack()
         self.prefixes.clear()  # cached keys/values belong to the old weights
         self._surgery = self._cache_is_plain()
         eos = self.model.generation_config.eos_token_id
@@ -118,6 +120,10 @@ class HFBackend:
         # Each token's text, for stop checks during decoding without a decode call per row and step.
         self.token_text = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))],
                                                       skip_special_tokens=True)
+
+    def _pack(self) -> None:
+        """Packed linear weights for CPU fp32 decoding (`agent.backends.prepack`), when configured."""
+        self.packed = prepack.prepack(self.model) if self.cfg.prepack else 0
 
     def _cache_is_plain(self) -> bool:
         """Prefix reuse edits caches directly; that is only valid for full-attention dynamic layers."""
@@ -139,8 +145,10 @@ class HFBackend:
         if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
             from peft import PeftModel
 
+            prepack.unpack(self.model)  # the adapter merges into the plain weights; packed again after
             merged = PeftModel.from_pretrained(self.model, str(folder)).merge_and_unload()
             self.model = merged.to(self.device).eval()
+            self._pack()
             self.prefixes.clear()
             return
         self._load(str(folder), tokenizer=(folder / "tokenizer_config.json").is_file())
