@@ -9,7 +9,7 @@ before/after comparison measures the weights on problems the fold never saw.
 
 from __future__ import annotations
 
-import random
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,14 +34,23 @@ class FoldData(BaseModel):
     insights: dict[str, list[str]] = Field(default_factory=dict, description="task id -> insight texts")
 
 
+def _rank(task_id: str, seed: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{task_id}".encode()).digest()[:8], "big")
+
+
 def split_validation(episodes: Sequence[Episode], n: int, seed: int) -> tuple[list[Episode], list[Task]]:
-    """Hold out up to `n` tasks (at most a third; all of them when there is only one task)."""
+    """Hold out up to `n` tasks of the seeded third whose hash is divisible by 3 (the lowest hashes
+    first; the lowest-hash task when no task is in that third; all of them when there is only one).
+
+    The choice depends on each task's own hash, not on which other tasks the run has seen, so as a
+    run grows and folds again, a task that an earlier fold trained on never becomes a held-out one:
+    the gate of every fold measures problems no fold in the chain learned from."""
     tasks = {ep.task.id: ep.task for ep in episodes}
-    ids = sorted(tasks)
-    random.Random(seed).shuffle(ids)
-    if len(ids) < 2:
-        return list(episodes), [tasks[i] for i in ids]
-    held = set(ids[: max(1, min(n, len(ids) // 3))])
+    if len(tasks) < 2:
+        return list(episodes), list(tasks.values())
+    ranked = sorted(tasks, key=lambda i: _rank(i, seed))
+    third = [i for i in ranked if _rank(i, seed) % 3 == 0]
+    held = set(third[:n] if third else ranked[:1])
     return [ep for ep in episodes if ep.task.id not in held], [tasks[i] for i in sorted(held)]
 
 

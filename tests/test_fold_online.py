@@ -311,3 +311,25 @@ def test_console_checkpoints_and_insight_history_mark_the_folds(tmp_path: Path) 
     assert rows[1] < mark < rows[2] and sum("serves from here" in line for line in lines) == 1
     assert "since the last fold (checkpoint 1): mean credit -0.50 over 2 uses" in out
     assert "change in [" in out and "43" in out and "44" in out  # the interval and each fold's seconds
+
+
+def test_held_out_problems_stay_stable_as_the_run_grows() -> None:
+    """Folds of a growing run: a problem an earlier fold trained on never becomes a held-out one."""
+    from insightloop.rl.sources import split_validation
+
+    def eps(n: int) -> list[Episode]:
+        return [Episode(id=f"e{i}", task=Task(id=f"t{i}", family="f", prompt=f"p{i}", answer="1"))
+                for i in range(n)]
+
+    trained: set[str] = set()
+    sizes = []
+    for n in (2, 5, 20, 60, 200, 400):
+        train, val = split_validation(eps(n), 16, seed=0)
+        held = {t.id for t in val}
+        assert held and not held & trained and len(held) <= 16
+        assert {e.task.id for e in train} | held == {f"t{i}" for i in range(n)}
+        trained |= {e.task.id for e in train}
+        sizes.append(len(held))
+    assert sizes[-1] == 16 and 0.1 < sizes[3] / 60 < 0.5  # about a third of a small run, capped later
+    one = eps(1)
+    assert split_validation(one, 16, seed=0) == (one, [one[0].task])
