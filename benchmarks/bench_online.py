@@ -115,6 +115,20 @@ def summary(name: str, scores: list[float], window: int) -> dict[str, float]:
     return out
 
 
+def paired_windows(curves: dict[str, list[float]], window: int) -> None:
+    """Learning against control on the same tasks (paired bootstrap 95 % interval): the last window,
+    and the whole stream."""
+    from insightloop.core.stats import paired_ci
+
+    learn, control = curves["learning"], curves["control"]
+    for name, part in ((f"last {window}", slice(-window, None)), ("all tasks", slice(None))):
+        lo, hi = paired_ci(control[part], learn[part], random.Random(0))
+        mean = (sum(learn[part]) - sum(control[part])) / len(learn[part])
+        print(f"paired, {name}: learning {100 * sum(learn[part]) / len(learn[part]):.1f} % vs control "
+              f"{100 * sum(control[part]) / len(control[part]):.1f} %, {100 * mean:+.1f} points "
+              f"[{100 * lo:+.1f}, {100 * hi:+.1f}]")
+
+
 def plot(curves: dict[str, list[float]], window: int, path: Path) -> None:
     import matplotlib
 
@@ -144,7 +158,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("online-results"))
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--from-json", type=Path, default=None, help="print the comparison of a finished run's "
+                    "online.json instead of running")
     args = ap.parse_args()
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text(encoding="utf-8"))
+        for name in ("learning", "control"):
+            summary(name, saved["scores"][name], args.window)
+        paired_windows(saved["scores"], args.window)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     curves, report = {}, {}
     for name, learn in (("learning", True), ("control", False)):
@@ -162,6 +184,7 @@ def main() -> None:
               f"{report[name]['answers_last']}; {seconds:.0f} s, load {load:.2f} → {os.getloadavg()[0]:.2f}")
         for f in report[name]["folds"]:
             print(f"{'':<9} fold {json.dumps(f)}")
+    paired_windows(curves, args.window)
     gain = report["learning"]["diff"] - report["control"]["diff"]
     print(f"ratio: online improvement, learning minus control = {100 * gain:+.1f} points "
           f"(learning {100 * report['learning']['diff']:+.1f}, control {100 * report['control']['diff']:+.1f})")
