@@ -116,7 +116,9 @@ def _interactive_session(run: Path, config: Path | None, tmp: Path, interrupt: b
         session.send("insight no-such-id\n")
         missing = session.expect(PROMPT)
         if interrupt:
-            session.send("half a line\x03")  # Ctrl-C drops the line and keeps the console
+            session.send("half a line")
+            session.expect("a line")  # the console is reading the line before Ctrl-C arrives (no race)
+            session.send("\x03")  # Ctrl-C drops the line and keeps the console
             session.expect("interrupted")
             session.expect(PROMPT)
         session.send("quit\n")
