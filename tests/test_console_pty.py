@@ -117,7 +117,8 @@ def _interactive_session(run: Path, config: Path | None, tmp: Path, interrupt: b
         missing = session.expect(PROMPT)
         if interrupt:
             session.send("half a line")
-            session.expect("a line")  # the console is reading the line before Ctrl-C arrives (no race)
+            session.expect("a line")
+            time.sleep(0.5)  # the line editor holds the terminal (raw mode) before Ctrl-C arrives
             session.send("\x03")  # Ctrl-C drops the line and keeps the console
             session.expect("interrupted")
             session.expect(PROMPT)
