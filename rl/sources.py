@@ -48,8 +48,9 @@ def split_validation(episodes: Sequence[Episode], n: int, seed: int) -> tuple[li
     tasks = {ep.task.id: ep.task for ep in episodes}
     if len(tasks) < 2:
         return list(episodes), list(tasks.values())
-    ranked = sorted(tasks, key=lambda i: _rank(i, seed))
-    third = [i for i in ranked if _rank(i, seed) % 3 == 0]
+    rank = {i: _rank(i, seed) for i in tasks}
+    ranked = sorted(tasks, key=rank.__getitem__)
+    third = [i for i in ranked if rank[i] % 3 == 0]
     held = set(third[:n] if third else ranked[:1])
     return [ep for ep in episodes if ep.task.id not in held], [tasks[i] for i in sorted(held)]
 
