@@ -70,8 +70,19 @@ def common_args(cfg: FoldConfig, steps: int, out_dir: str | Path, seed: int) -> 
     # compute is what is short, so the activations are kept rather than recomputed in the backward.
     return dict(output_dir=str(out_dir), max_steps=steps, learning_rate=lr, seed=seed,
                 lr_scheduler_type="constant", warmup_steps=0, logging_steps=1, save_strategy="no",
-                report_to=[], disable_tqdm=True, dataloader_num_workers=0, gradient_checkpointing=gpu,
-                bf16=gpu, dataloader_pin_memory=gpu, remove_unused_columns=False)
+                report_to=[], disable_tqdm=True, dataloader_num_workers=0, bf16=gpu,
+                dataloader_pin_memory=gpu, remove_unused_columns=False) | {_checkpointing_arg(): gpu}
+
+
+def _checkpointing_arg() -> str:
+    """The TrainingArguments name of activation checkpointing: transformers 5 renamed it and warns on
+    the old name (TRL's configs default the old one to True, so it is always set explicitly)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def trained_model(trainer: Any) -> Any:

@@ -112,6 +112,22 @@ def test_dpo_uses_trl_losses():
     assert dpo_losses(dpo.model_copy(update=dict(label_smoothing=0.0, sft_weight=0.0))) == (["sigmoid"], [1.0])
 
 
+@pytest.mark.parametrize("config", ["SFTConfig", "DPOConfig", "GRPOConfig"])
+def test_trainer_arguments_raise_no_deprecation_warning(config: str):
+    """Our TrainingArguments use transformers' current names (TRL defaults the old checkpointing one)."""
+    import warnings
+
+    import trl
+    from insightloop.core.config import FoldConfig
+    from insightloop.rl.policy import common_args
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        args = getattr(trl, config)(**common_args(FoldConfig(), 2, "unused-out", 0))
+    assert args.max_steps == 2 and args.gradient_checkpointing is False
+
+
 def test_fold_config_has_a_section_per_method(tmp_path: Path):
     cfg = load_config(None, ["fold.grpo.group_size=3", "fold.dpo.beta=0.2", "fold.sft.max_length=512"])
     assert (cfg.fold.grpo.group_size, cfg.fold.dpo.beta, cfg.fold.sft.max_length) == (3, 0.2, 512)
