@@ -237,6 +237,30 @@ def test_fold_and_grpo_plans_fit_the_budget(tmp_path: Path) -> None:
     assert per_step == 2 and grpo_steps * 4 * per_step <= 30 and (grpo_steps + 1) * 4 * per_step > 30
 
 
+def test_grpo_baseline_trains_lora_on_a_cpu_like_a_fold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `grpo` method decides LoRA and the learning rate as a fold does (`rl.policy.resolved`)."""
+    spec = EvalSpec(suites=[_suite(tmp_path)], methods=["none"], n_train=5, n_test=3, budget=30, seeds=[0])
+    run = make_runs(spec, _cfg())[0]
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def trainer(model, tok, prompts, fc, steps, work, verify, seed):  # noqa: ANN001
+        seen.update(fc=fc, steps=steps, prompts=len(prompts))
+        raise Stop
+
+    monkeypatch.setattr(baselines, "load_policy", lambda path: (None, None))
+    monkeypatch.setattr(baselines, "chat_render", lambda tok: lambda task, insights: task.prompt)
+    monkeypatch.setattr(baselines, "make_grpo_trainer", trainer)
+    monkeypatch.setattr("insightloop.rl.policy.cuda_available", lambda: False)
+    with pytest.raises(Stop):
+        baselines.train_grpo(run, Budget(max_rollouts=32), tmp_path / "grpo")
+    fc = seen["fc"]
+    assert fc.lora is True and fc.lr == pytest.approx(1e-4) and fc.grpo.mix_offpolicy is False
+    assert seen["prompts"] == 5 and seen["steps"] == 32 // (fc.grpo.group_size * fc.batch_size)
+
+
 def test_mean_ci_and_aggregate_math() -> None:
     m, h = mean_ci([0.2, 0.4, 0.6])
     assert m == pytest.approx(0.4) and h == pytest.approx(4.303 * 0.2 / math.sqrt(3), rel=1e-3)

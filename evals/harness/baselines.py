@@ -42,7 +42,7 @@ from insightloop.memory.records import Attempt
 from insightloop.memory.store import MemoryStore
 from insightloop.rl.data import GRPOPrompt, chat_render
 from insightloop.rl.grpo import make_grpo_trainer
-from insightloop.rl.policy import load_policy, trained_model
+from insightloop.rl.policy import load_policy, resolved, trained_model
 from pydantic import ValidationError
 
 DEMOS = 3
@@ -232,12 +232,13 @@ def grpo_plan(run: RunSpec, budget: Budget) -> tuple[int, int]:
     return per_step, (budget.remaining_rollouts() or 0) // (fc.grpo.group_size * per_step)
 
 
-def train_grpo(ctx: Context, run: RunSpec, budget: Budget, out: Path) -> dict[str, float]:
-    """GRPO from the base weights on the training problems; the trained model is saved to `out`."""
+def train_grpo(run: RunSpec, budget: Budget, out: Path) -> dict[str, float]:
+    """GRPO from the base weights on the training problems; the trained model is saved to `out/model`.
+    LoRA and the learning rate are decided as for a fold (`rl.policy.resolved`: LoRA on a CPU)."""
     per_step, steps = grpo_plan(run, budget)
     # Plain GRPO: the off-policy rescue of all-wrong groups is insightloop's own addition.
     plain = run.cfg.fold.grpo.model_copy(update={"mix_offpolicy": False})
-    fc = run.cfg.fold.model_copy(update={"batch_size": per_step, "grpo": plain})
+    fc = resolved(run.cfg.fold.model_copy(update={"batch_size": per_step, "grpo": plain}))
     model, tok = load_policy(resolve_policy(run.cfg.policy.model))
     render = chat_render(tok)
     prompts = [GRPOPrompt(prompt=render(t, []) + ATTEMPT_PRIMER, task=t, fail_rate=1.0) for t in run.train]
@@ -265,7 +266,7 @@ def run_grpo(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
     if steps == 0:
         return MethodResult(report=evaluate(ctx, run), detail={"steps": 0, "note": "budget below one group"})
     out = ctx.scratch(run, "grpo")
-    detail = train_grpo(ctx, run, budget, out)
+    detail = train_grpo(run, budget, out)
     try:
         ctx.policy.load_weights(out / "model")  # type: ignore[attr-defined]
         report = evaluate(ctx, run)
