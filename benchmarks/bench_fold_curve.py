@@ -35,25 +35,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
+from insightloop.core.budget import Budget  # noqa: E402
 from insightloop.core.config import Config  # noqa: E402
 from insightloop.core.models import resolve_policy  # noqa: E402
 from insightloop.core.stats import mcnemar_p, paired_ci  # noqa: E402
+from insightloop.evals.harness.baselines import grpo_plan, train_grpo  # noqa: E402
+from insightloop.evals.harness.records import RunSpec  # noqa: E402
 from insightloop.evals.suites import load_suite, split  # noqa: E402
 from insightloop.evals.verifiers import verify  # noqa: E402
 from insightloop.rl.fold import FoldData  # noqa: E402
 from insightloop.rl.fold import train as fold_train  # noqa: E402
 from insightloop.rl.gate import gate_search, scores  # noqa: E402
-from insightloop.rl.policy import load_policy, resolved, trained_model  # noqa: E402
+from insightloop.rl.policy import load_policy, resolved  # noqa: E402
 
 
 def load() -> str:
     return f"{os.getloadavg()[0]:.2f}"
-
-
-def save(model, tok, where: Path) -> Path:  # noqa: ANN001
-    model.save_pretrained(where, safe_serialization=True)
-    tok.save_pretrained(where)
-    return where
 
 
 def sft_fold(base: str, data: FoldData, cfg: Config, steps: int, where: Path) -> tuple[Path, dict]:
@@ -62,35 +59,23 @@ def sft_fold(base: str, data: FoldData, cfg: Config, steps: int, where: Path) ->
     model, tok = load_policy(base)
     t0 = time.perf_counter()
     model, counts, metrics = fold_train(model, tok, data, fc, verify, cfg.seed)
-    return save(model, tok, where), {"seconds": time.perf_counter() - t0, "data": counts,
+    model.save_pretrained(where, safe_serialization=True)
+    tok.save_pretrained(where)
+    return where, {"seconds": time.perf_counter() - t0, "data": counts,
                                      "loss": metrics.get("train_loss")}
 
 
-def grpo_alone(base: str, train: list, cfg: Config, rollouts: int, where: Path) -> tuple[Path | None, dict]:
-    """Plain GRPO on the training problems within `rollouts` samples (no off-policy rescue)."""
-    from insightloop.agent.search.domain import ATTEMPT_PRIMER
-    from insightloop.rl.data import GRPOPrompt, chat_render
-    from insightloop.rl.grpo import make_grpo_trainer
-
-    fc = resolved(cfg.fold)
-    per_step = max(1, min(fc.batch_size, len(train)))
-    steps = rollouts // (fc.grpo.group_size * per_step)
-    if steps == 0:
+def grpo_alone(name: str, train: list, test: list, cfg: Config, rollouts: int, seed: int,
+               where: Path) -> tuple[Path | None, dict]:
+    """Plain GRPO on the training problems within `rollouts` samples, as the harness's `grpo` runs it."""
+    run = RunSpec(suite=name, seed=seed, budget=rollouts, train=train, test=test, cfg=cfg)
+    budget = Budget(max_rollouts=rollouts).start()
+    if grpo_plan(run, budget)[1] == 0:
         return None, {"steps": 0}
-    fc = fc.model_copy(update={"batch_size": per_step,
-                               "grpo": fc.grpo.model_copy(update={"mix_offpolicy": False})})
-    model, tok = load_policy(base)
-    render = chat_render(tok)
-    prompts = [GRPOPrompt(prompt=render(t, []) + ATTEMPT_PRIMER, task=t, fail_rate=1.0) for t in train]
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-grpo-") as work:
-        trainer, rollout = make_grpo_trainer(model, tok, prompts, fc, steps, work, verify, cfg.seed)
-        trainer.train()
-        rewards = [float(e["reward"]) for e in trainer.state.log_history if "reward" in e]
-        out = save(trained_model(trainer), tok, where)
-    return out, {"steps": steps, "rollouts": rollout.groups * fc.grpo.group_size,
-                 "seconds": time.perf_counter() - t0,
-                 "mean_reward": sum(rewards) / len(rewards) if rewards else 0.0}
+    detail = train_grpo(run, budget, where)
+    return where / "model", detail | {"steps": int(detail["steps"]), "rollouts": budget.rollouts,
+                                      "seconds": time.perf_counter() - t0}
 
 
 def compare(base: list[float], new: list[float], seed: int) -> dict:
@@ -135,7 +120,7 @@ def run_suite(name: str, args: argparse.Namespace, cfg: Config, lm, scratch: Pat
                 continue
             path, detail = sft_fold(base_path, data, cfg, steps, where)
         else:
-            path, detail = grpo_alone(base_path, train, cfg, len(attempts), where)
+            path, detail = grpo_alone(name, train, test, cfg, len(attempts), args.seed, where)
             steps = int(detail["steps"])
             if path is None:
                 out["rows"].append({"method": method, "steps": 0, "note": "budget below one GRPO step"})
