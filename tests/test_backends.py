@@ -13,7 +13,7 @@ import pytest
 import torch
 from insightloop.agent.backends import make_lm
 from insightloop.agent.backends.api import CONTINUE_INSTRUCTION, LiteLLMBackend, LMConfigError, is_transient
-from insightloop.agent.backends.decode import _top_p
+from insightloop.agent.backends.decode import Engine, Row, _top_p
 from insightloop.agent.backends.hf import _sample_seed
 from insightloop.agent.backends.kv import PrefixCache
 from insightloop.core.config import ModelConfig
@@ -325,6 +325,38 @@ def test_top_p_keeps_the_nucleus() -> None:
     kept = _top_p(probs.clone(), 0.7)
     assert kept.tolist() == pytest.approx([0.0, 0.5, 0.3, 0.0])
     assert _top_p(probs.clone(), 0.1).tolist() == pytest.approx([0.0, 0.5, 0.0, 0.0])
+
+
+def _sampler(rows: list[Row]) -> Engine:
+    engine = Engine(lambda *a: torch.zeros(0), 1, [], set(), 0, torch.device("cpu"), 8, None)
+    engine.live = rows
+    return engine
+
+
+def _row(seed: int | None, temperature: float = 1.0, top_p: float = 1.0) -> Row:
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
+    return Row("k", 0, [1], gen, temperature, top_p, 8, ())
+
+
+def test_batched_sampling_follows_the_distribution_and_skips_zero_mass() -> None:
+    logits = torch.log(torch.tensor([[0.5, 0.0, 0.3, 0.2, 0.0]]))
+    engine = _sampler([_row(0)])
+    draws = [engine._sample(logits)[0] for _ in range(4000)]
+    freq = [draws.count(t) / len(draws) for t in range(5)]
+    assert freq[1] == 0 and freq[4] == 0
+    assert freq[0] == pytest.approx(0.5, abs=0.03) and freq[2] == pytest.approx(0.3, abs=0.03)
+    nucleus = _sampler([_row(1, top_p=0.6)])
+    assert {nucleus._sample(logits)[0] for _ in range(200)} == {0, 2}
+
+
+def test_a_sampled_row_draws_the_same_tokens_alone_or_beside_other_rows() -> None:
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    alone = _sampler([_row(7, temperature=0.8)])
+    mixed = _sampler([_row(None), _row(7, temperature=0.8), _row(3, temperature=1.3)])
+    for _ in range(20):
+        a = alone._sample(logits[1:2])[0]
+        out = mixed._sample(logits)
+        assert out[1] == a and out[0] == int(logits[0].argmax())
 
 
 def test_prefix_cache_finds_long_prefixes_among_many_entries() -> None:
