@@ -80,7 +80,8 @@ def main() -> None:
         prior = "–" if r["prior"] is None else f"{r['prior']:.2f}"
         print(f"{name:28} {r['greedy']:7.2f} {r['sampled']:8.3f} {r['pass_at_k']:7.2f} {r['parsed']:7.2f} "
               f"{prior:>6} {r['seconds']:5.0f} {r['load']:>5}", flush=True)
-    learnable = [r["family"] for r in rows if r["sampled"] > 0 and (r["prior"] is None or r["greedy"] > r["prior"])]
+    learnable = [r["family"] for r in rows
+                 if r["sampled"] > 0 and (r["prior"] is None or r["greedy"] > r["prior"])]
     print(f"ratio: families with verified samples and greedy accuracy above the label prior = "
           f"{len(learnable)}/{len(rows)} ({', '.join(learnable) or 'none'})")
     if args.json:
