@@ -10,6 +10,7 @@ rolling accuracy to `--out`.
 
     python benchmarks/bench_online.py --suite rg/syllogism --verifier boolean --tasks 300 \
         [--window 100] [--out docs/eval/online] [--set loop.fold_every=50 --set fold.method=sft]
+        [--rg-config '{"max_animals": 2}']
 
 A task file names its verifier; tasks whose suite verifier cannot go in a task file (reasoning-gym's,
 scored against the generator's entry) are streamed with `--verifier` (e.g. `boolean` for Yes/No).
@@ -36,11 +37,30 @@ SETTINGS = ["search.strategy=sample", "search.rollouts=4", "search.answer_tokens
             "daemon.inbox_settle_s=0", "daemon.poll_seconds=0.2"]
 
 
-def write_inbox(run_dir: Path, suite: str, n: int, seed: int, verifier: str | None) -> list[str]:
+def configured_rg(suite: str, n: int, seed: int, config: dict, verifier: str) -> list:
+    """`n` tasks of a reasoning-gym dataset generated with `config` (its difficulty settings), to be
+    graded by the task-file `verifier` (the suite's own `rg` scorer regenerates with the defaults)."""
+    import reasoning_gym
+    from insightloop.core.task import Task
+    from insightloop.evals.verifiers import answer_instruction
+
+    name = suite.removeprefix("rg/")
+    data = reasoning_gym.create_dataset(name, size=n, seed=seed, **config)
+    return [Task(id=f"{suite}/{seed}/{i}", family=suite, verifier=verifier, answer=str(e["answer"]),
+                 prompt=f"{e['question']}\n\n{answer_instruction(verifier)}") for i, e in enumerate(data)]
+
+
+def write_inbox(run_dir: Path, suite: str, n: int, seed: int, verifier: str | None,
+                rg_config: dict | None = None) -> list[str]:
     """The stream as one task file, in a fixed shuffled order; returns the task ids in order."""
     from insightloop.evals.suites import load_suite
 
-    tasks = load_suite(suite, limit=n if suite.startswith("rg/") else None, seed=seed)
+    if rg_config:
+        if not suite.startswith("rg/") or not verifier:
+            raise SystemExit("--rg-config needs an rg/ suite and a --verifier (e.g. numeric)")
+        tasks = configured_rg(suite, n, seed, rg_config, verifier)
+    else:
+        tasks = load_suite(suite, limit=n if suite.startswith("rg/") else None, seed=seed)
     random.Random(seed).shuffle(tasks)
     tasks = tasks[:n]
     if len(tasks) < n:
@@ -153,6 +173,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", default="rg/syllogism")
     ap.add_argument("--verifier", default=None, help="the task file's verifier (default: the suite's own)")
+    ap.add_argument("--rg-config", type=json.loads, default=None,
+                    help="a reasoning-gym dataset's settings as JSON, e.g. '{\"max_animals\": 2}' "
+                    "(needs --verifier)")
     ap.add_argument("--tasks", type=int, default=300)
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
@@ -171,7 +194,7 @@ def main() -> None:
     curves, report = {}, {}
     for name, learn in (("learning", True), ("control", False)):
         run_dir = args.out / f"run-{name}"
-        order = write_inbox(run_dir, args.suite, args.tasks, args.seed, args.verifier)
+        order = write_inbox(run_dir, args.suite, args.tasks, args.seed, args.verifier, args.rg_config)
         load = os.getloadavg()[0]
         seconds = run_daemon(run_dir, learn, args.overrides)
         rows = outbox(run_dir)
@@ -189,7 +212,7 @@ def main() -> None:
     print(f"ratio: online improvement, learning minus control = {100 * gain:+.1f} points "
           f"(learning {100 * report['learning']['diff']:+.1f}, control {100 * report['control']['diff']:+.1f})")
     plot(curves, min(args.window, 50), args.out / "online_curve.png")
-    record = {"suite": args.suite, "verifier": args.verifier, "settings": SETTINGS,
+    record = {"suite": args.suite, "verifier": args.verifier, "rg_config": args.rg_config, "settings": SETTINGS,
               "learning_settings": args.overrides, "report": report, "scores": curves}
     (args.out / "online.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
 

@@ -241,6 +241,10 @@ class FoldConfig(Strict):
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     include_insights: bool = False
+    reference_answers: bool = Field(
+        False, description="also learn each labeled training problem's reference answer, as an answer-only "
+        "completion ('Step 1: Answer: <reference>'): supervision from the stream's labels, for a policy that "
+        "verifies too few of its own attempts to learn from them; off: only what the loop verified")
     gate_slice: int = Field(64, ge=1, description="held-out problems the gate measures on (at most a third of "
                             "the run's problems, so small runs hold out fewer)")
     gate_rule: Literal["interval", "mcnemar", "margin"] = Field(

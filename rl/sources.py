@@ -1,7 +1,8 @@
 """What a fold learns from, read from the run directory, and the held-out problems its gate measures on.
 
 `load_fold_data` gathers the run's episodes (`memory.episodes`), verified synthesized chains
-(`memory.chains`) and the memory's admitted worked examples (`memory.examples`), then holds out a
+(`memory.chains`), the memory's admitted worked examples (`memory.examples`) and, with
+`fold.reference_answers`, the labeled problems' reference answers, then holds out a
 seeded slice of the problems for the gate. Nothing about a held-out problem reaches the training
 data: its episodes, its chains and any worked example of it are left out, so the gate's paired
 before/after comparison measures the weights on problems the fold never saw.
@@ -13,6 +14,7 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from insightloop.agent.search.domain import ATTEMPT_PRIMER
 from insightloop.core.config import Config
 from insightloop.core.episode import Chain, Episode
 from insightloop.core.task import Task
@@ -70,6 +72,23 @@ def worked_examples(items: Sequence[Insight], tasks: dict[str, Task]) -> list[Wo
     return out
 
 
+def reference_examples(episodes: Sequence[Episode]) -> list[WorkedExample]:
+    """Each labeled problem's reference answer as an answer-only worked example (one per problem).
+
+    The completion is the answer line the solver's prompt asks for, after the attempt primer; an
+    answer of several lines goes below `Answer:` as the prompt says."""
+    out, seen = [], set()
+    for ep in episodes:
+        task, answer = ep.task, (ep.task.answer or "").strip()
+        if not answer or task.id in seen:
+            continue
+        seen.add(task.id)
+        line = f"Answer: {answer}" if "\n" not in answer else f"Answer:\n{answer}"
+        out.append(WorkedExample(task=task, solution=f"{ATTEMPT_PRIMER} {line}",
+                                 insight_id=f"reference:{task.id}"))
+    return out
+
+
 def without_held_out(data: FoldData) -> FoldData:
     """`data` with every chain and worked example of a validation problem (by id or text) removed."""
     ids = {t.id for t in data.validation}
@@ -89,5 +108,7 @@ def load_fold_data(run_dir: str | Path, cfg: Config) -> FoldData:
     train, val = split_validation(episodes, cfg.fold.gate_slice, cfg.seed)
     tasks = {ep.task.id: ep.task for ep in episodes}
     examples = worked_examples(load_examples(run_dir), tasks)
+    if cfg.fold.reference_answers:
+        examples += reference_examples(train)
     data = FoldData(episodes=train, chains=load_chains(run_dir), examples=examples, validation=val)
     return without_held_out(data)

@@ -98,6 +98,33 @@ def test_memory_examples_become_fold_data_and_held_out_problems_stay_out(tmp_pat
     assert known.task.answer == "7"  # its source task: usable as a verified GRPO completion
 
 
+def test_reference_answers_join_the_fold_data_only_when_asked_and_never_for_held_out_problems(
+        tmp_path: Path) -> None:
+    from insightloop.memory.embed import HashingEmbedder
+    from insightloop.memory.store import MemoryStore
+
+    labeled = [task(i, answer=str(i)) for i in range(8)]
+    unlabeled = Task(id="u", family="toy", prompt="problem u")
+    multi = Task(id="m", family="toy", prompt="problem m", answer="a\nb", verifier="exact")
+    with MemoryStore.open(tmp_path, HashingEmbedder(), Config().memory) as store:
+        for i, t in enumerate([*labeled, unlabeled, multi]):
+            store.add_episode(episode(t, float(i), [], ["Answer: wrong"]))
+            store.add_episode(episode(t, float(i) + 0.5, [], ["Answer: wrong again"]))  # seen twice
+    assert load_fold_data(tmp_path, Config()).examples == []  # off by default: only what was verified
+    data = load_fold_data(tmp_path, load_config(overrides=["fold.reference_answers=true"]))
+    held = {t.id for t in data.validation}
+    refs = {x.task.id: x.solution for x in data.examples}
+    assert held and not held & set(refs)  # a gate problem's label never reaches training
+    assert set(refs) == {t.id for t in [*labeled, multi]} - held  # one per labeled problem, none unlabeled
+    for t in labeled:
+        if t.id in refs:
+            assert refs[t.id] == f"Step 1: Answer: {t.answer}"
+    if "m" in refs:
+        assert refs["m"] == "Step 1: Answer:\na\nb"
+    sft = build_sft_examples(data.episodes, data.chains, render, examples=data.examples)
+    assert {e.task_id for e in sft} == set(refs) and {e.source for e in sft} == {"example"}
+
+
 def test_without_held_out_matches_problem_text_too() -> None:
     val = task(1)
     twin = Task(id="other-id", family="toy", prompt="problem   1")  # same problem under another id
