@@ -14,8 +14,8 @@ rolling accuracy to `--out`.
 
 A task file names its verifier; tasks whose suite verifier cannot go in a task file (reasoning-gym's,
 scored against the generator's entry) are streamed with `--verifier` (e.g. `boolean` for Yes/No).
-`--set` settings apply to the learning run only (e.g. folds); the control answers with the same
-decoding and never learns. The answers' distribution is printed too: a lift that comes from a
+`--set` settings apply to the learning run only (e.g. folds), `--set-both` to both; the control
+answers with the same decoding and never learns. The answers' distribution is printed too: a lift that comes from a
 shifted label prior shows there.
 """
 
@@ -75,10 +75,11 @@ def write_inbox(run_dir: Path, suite: str, n: int, seed: int, verifier: str | No
     return [t.id for t in tasks]
 
 
-def run_daemon(run_dir: Path, learn: bool, extra: list[str]) -> float:
-    """Run a daemon until its inbox is empty; return the wall time."""
+def run_daemon(run_dir: Path, learn: bool, extra: list[str], both: list[str] = ()) -> float:
+    """Run a daemon until its inbox is empty; return the wall time. `both` applies to either run,
+    `extra` to the learning run only."""
     cmd = [CLI, "daemon", "--run-dir", str(run_dir), "--exit-when-idle"]
-    for item in [*SETTINGS, f"daemon.learn={str(learn).lower()}", *(extra if learn else [])]:
+    for item in [*SETTINGS, *both, f"daemon.learn={str(learn).lower()}", *(extra if learn else [])]:
         cmd += ["--set", item]
     start = time.monotonic()
     with (run_dir / "daemon.log").open("ab") as log:
@@ -180,7 +181,9 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("online-results"))
-    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="a setting of the learning run")
+    ap.add_argument("--set-both", dest="both", action="append", default=[],
+                    help="a setting of both runs (e.g. search.answer_tokens=64: the answers' length cap)")
     ap.add_argument("--from-json", type=Path, default=None, help="print the comparison of a finished run's "
                     "online.json instead of running")
     args = ap.parse_args()
@@ -196,7 +199,7 @@ def main() -> None:
         run_dir = args.out / f"run-{name}"
         order = write_inbox(run_dir, args.suite, args.tasks, args.seed, args.verifier, args.rg_config)
         load = os.getloadavg()[0]
-        seconds = run_daemon(run_dir, learn, args.overrides)
+        seconds = run_daemon(run_dir, learn, args.overrides, args.both)
         rows = outbox(run_dir)
         curves[name] = results(rows, order)
         report[name] = {**summary(name, curves[name], args.window), "seconds": seconds, "load": load,
@@ -212,7 +215,8 @@ def main() -> None:
     print(f"ratio: online improvement, learning minus control = {100 * gain:+.1f} points "
           f"(learning {100 * report['learning']['diff']:+.1f}, control {100 * report['control']['diff']:+.1f})")
     plot(curves, min(args.window, 50), args.out / "online_curve.png")
-    record = {"suite": args.suite, "verifier": args.verifier, "rg_config": args.rg_config, "settings": SETTINGS,
+    record = {"suite": args.suite, "verifier": args.verifier, "rg_config": args.rg_config,
+              "settings": [*SETTINGS, *args.both],
               "learning_settings": args.overrides, "report": report, "scores": curves}
     (args.out / "online.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
 
