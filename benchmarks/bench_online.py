@@ -51,8 +51,9 @@ def configured_rg(suite: str, n: int, seed: int, config: dict, verifier: str) ->
 
 
 def write_inbox(run_dir: Path, suite: str, n: int, seed: int, verifier: str | None,
-                rg_config: dict | None = None) -> list[str]:
-    """The stream as one task file, in a fixed shuffled order; returns the task ids in order."""
+                rg_config: dict | None = None, write: bool = True) -> list[str]:
+    """The stream as one task file, in a fixed shuffled order; returns the task ids in order (and
+    writes nothing when `write` is false)."""
     from insightloop.evals.suites import load_suite
 
     if rg_config:
@@ -65,6 +66,8 @@ def write_inbox(run_dir: Path, suite: str, n: int, seed: int, verifier: str | No
     tasks = tasks[:n]
     if len(tasks) < n:
         raise SystemExit(f"{suite} has {len(tasks)} tasks; the stream needs {n}")
+    if not write:
+        return [t.id for t in tasks]
     inbox = run_dir / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps({"id": t.id, "prompt": t.prompt, "answer": t.answer, "verifier": verifier or t.verifier,
@@ -85,6 +88,13 @@ def run_daemon(run_dir: Path, learn: bool, extra: list[str], both: list[str] = (
     with (run_dir / "daemon.log").open("ab") as log:
         subprocess.run(cmd, check=True, stdout=log, stderr=log)
     return time.monotonic() - start
+
+
+def logged_seconds(run_dir: Path) -> float:
+    """Wall time between the first and the last line of the daemon's log (a run not timed here)."""
+    lines = (run_dir / "logs" / "daemon.jsonl").read_text(encoding="utf-8").splitlines()
+    stamps = [json.loads(line)["ts"] for line in lines if line.strip()]
+    return stamps[-1] - stamps[0] if stamps else 0.0
 
 
 def outbox(run_dir: Path) -> dict[str, dict]:
@@ -184,6 +194,8 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="a setting of the learning run")
     ap.add_argument("--set-both", dest="both", action="append", default=[],
                     help="a setting of both runs (e.g. search.answer_tokens=64: the answers' length cap)")
+    ap.add_argument("--reuse", action="store_true", help="read a run directory under --out whose outbox "
+                    "already answers the whole stream instead of running its daemon again")
     ap.add_argument("--from-json", type=Path, default=None, help="print the comparison of a finished run's "
                     "online.json instead of running")
     args = ap.parse_args()
@@ -197,9 +209,14 @@ def main() -> None:
     curves, report = {}, {}
     for name, learn in (("learning", True), ("control", False)):
         run_dir = args.out / f"run-{name}"
-        order = write_inbox(run_dir, args.suite, args.tasks, args.seed, args.verifier, args.rg_config)
+        order = write_inbox(run_dir, args.suite, args.tasks, args.seed, args.verifier, args.rg_config, write=False)
         load = os.getloadavg()[0]
-        seconds = run_daemon(run_dir, learn, args.overrides, args.both)
+        if args.reuse and (run_dir / "outbox").exists() and set(order) <= set(outbox(run_dir)):
+            seconds = logged_seconds(run_dir)  # answered in an earlier invocation: read, not rerun
+            print(f"{name:<9} read from {run_dir} (every task already answered)")
+        else:
+            write_inbox(run_dir, args.suite, args.tasks, args.seed, args.verifier, args.rg_config)
+            seconds = run_daemon(run_dir, learn, args.overrides, args.both)
         rows = outbox(run_dir)
         curves[name] = results(rows, order)
         report[name] = {**summary(name, curves[name], args.window), "seconds": seconds, "load": load,
