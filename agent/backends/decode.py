@@ -214,28 +214,19 @@ class Engine:
     # ---- sampling and stops --------------------------------------------------------------------
 
     def _sample(self, logits: torch.Tensor) -> list[int]:
-        """One token per live row: argmax for greedy rows; for sampled rows, inverse-CDF sampling in
-        one batched pass, each row's uniform drawn from its own generator (so a row's draws never
-        depend on the batch). `torch.multinomial` per row cost ~1 ms a row and step on a 49k vocabulary.
-        The softmax and the cumulative sum run in float64: in float32, the rounding of a 49k-long sum
-        depends on how many rows share the pass, which flipped draws near a boundary between the
-        streaming and the lockstep drivers (float64 costs ~0.7 ms a step at 22 rows)."""
+        # torch.multinomial per row (~1 ms a row and step): it draws by an exponential race, so logits
+        # that differ in the last bits (the same row in batches of other shapes) flip a draw only when
+        # two tokens nearly tie. A batched inverse-CDF draw was faster, but a cumulative sum over the
+        # 49k vocabulary gathers every token's rounding, and the streaming and lockstep drivers then
+        # built different trees (tests/test_solve_real.py).
         out = logits.argmax(-1).tolist()
-        at = [i for i, row in enumerate(self.live) if row.generator is not None]
-        if not at:
-            return out
-        rows = [self.live[i] for i in at]
-        temps = torch.tensor([r.temperature for r in rows], dtype=torch.float64, device=logits.device)
-        probs = torch.softmax(logits[at].double() / temps[:, None], dim=-1)
-        for j, row in enumerate(rows):
+        for i, row in enumerate(self.live):
+            if row.generator is None:
+                continue
+            probs = torch.softmax(logits[i] / row.temperature, dim=-1)
             if row.top_p < 1.0:
-                probs[j] = _top_p(probs[j], row.top_p)
-        cdf = probs.cumsum(-1)
-        u = torch.cat([torch.rand(1, generator=r.generator, device=logits.device, dtype=cdf.dtype) for r in rows])
-        # The first token whose cumulative mass exceeds u * total: never a zero-probability token.
-        picks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1)
-        for i, tok in zip(at, picks.clamp(max=cdf.shape[1] - 1).tolist(), strict=True):
-            out[i] = tok
+                probs = _top_p(probs, row.top_p)
+            out[i] = int(torch.multinomial(probs, 1, generator=row.generator))
         return out
 
     def _advance(self, row: Row, token: int) -> bool:
