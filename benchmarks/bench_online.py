@@ -10,7 +10,7 @@ rolling accuracy to `--out`.
 
     python benchmarks/bench_online.py --suite rg/syllogism --verifier boolean --tasks 300 \
         [--window 100] [--out docs/eval/online] [--set loop.fold_every=50 --set fold.method=sft]
-        [--rg-config '{"max_animals": 2}']
+        [--rg-config '{"min_animals": 1, "max_animals": 2, "max_instances": 3}']
 
 A task file names its verifier; tasks whose suite verifier cannot go in a task file (reasoning-gym's,
 scored against the generator's entry) are streamed with `--verifier` (e.g. `boolean` for Yes/No).
@@ -50,10 +50,8 @@ def configured_rg(suite: str, n: int, seed: int, config: dict, verifier: str) ->
                  prompt=f"{e['question']}\n\n{answer_instruction(verifier)}") for i, e in enumerate(data)]
 
 
-def write_inbox(run_dir: Path, suite: str, n: int, seed: int, verifier: str | None,
-                rg_config: dict | None = None, write: bool = True) -> list[str]:
-    """The stream as one task file, in a fixed shuffled order; returns the task ids in order (and
-    writes nothing when `write` is false)."""
+def stream(suite: str, n: int, seed: int, verifier: str | None, rg_config: dict | None = None) -> list:
+    """The stream's `n` tasks in a fixed shuffled order."""
     from insightloop.evals.suites import load_suite
 
     if rg_config:
@@ -66,8 +64,11 @@ def write_inbox(run_dir: Path, suite: str, n: int, seed: int, verifier: str | No
     tasks = tasks[:n]
     if len(tasks) < n:
         raise SystemExit(f"{suite} has {len(tasks)} tasks; the stream needs {n}")
-    if not write:
-        return [t.id for t in tasks]
+    return tasks
+
+
+def write_inbox(run_dir: Path, tasks: list, verifier: str | None) -> None:
+    """The stream as one task file."""
     inbox = run_dir / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps({"id": t.id, "prompt": t.prompt, "answer": t.answer, "verifier": verifier or t.verifier,
@@ -75,7 +76,6 @@ def write_inbox(run_dir: Path, suite: str, n: int, seed: int, verifier: str | No
     tmp = inbox / ".stream.tmp"
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.replace(tmp, inbox / "stream.jsonl")
-    return [t.id for t in tasks]
 
 
 def run_daemon(run_dir: Path, learn: bool, extra: list[str], both: list[str] = ()) -> float:
@@ -185,8 +185,8 @@ def main() -> None:
     ap.add_argument("--suite", default="rg/syllogism")
     ap.add_argument("--verifier", default=None, help="the task file's verifier (default: the suite's own)")
     ap.add_argument("--rg-config", type=json.loads, default=None,
-                    help="a reasoning-gym dataset's settings as JSON, e.g. '{\"max_animals\": 2}' "
-                    "(needs --verifier)")
+                    help="a reasoning-gym dataset's settings as JSON, e.g. "
+                    "'{\"min_animals\": 1, \"max_animals\": 2}' (needs --verifier)")
     ap.add_argument("--tasks", type=int, default=300)
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
@@ -207,15 +207,16 @@ def main() -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     curves, report = {}, {}
+    tasks = stream(args.suite, args.tasks, args.seed, args.verifier, args.rg_config)
+    order = [t.id for t in tasks]
     for name, learn in (("learning", True), ("control", False)):
         run_dir = args.out / f"run-{name}"
-        order = write_inbox(run_dir, args.suite, args.tasks, args.seed, args.verifier, args.rg_config, write=False)
         load = os.getloadavg()[0]
         if args.reuse and (run_dir / "outbox").exists() and set(order) <= set(outbox(run_dir)):
             seconds = logged_seconds(run_dir)  # answered in an earlier invocation: read, not rerun
             print(f"{name:<9} read from {run_dir} (every task already answered)")
         else:
-            write_inbox(run_dir, args.suite, args.tasks, args.seed, args.verifier, args.rg_config)
+            write_inbox(run_dir, tasks, args.verifier)
             seconds = run_daemon(run_dir, learn, args.overrides, args.both)
         rows = outbox(run_dir)
         curves[name] = results(rows, order)

@@ -3,7 +3,8 @@ answers, then one greedy attempt on 100 held-out problems, paired against the ba
 
     python benchmarks/probe_reference_sft.py bbh/object_counting 25 32,96
     python benchmarks/probe_reference_sft.py rg/word_sequence_reversal 200 96
-    python benchmarks/probe_reference_sft.py 'rgc/leg_counting:{"max_animals": 2}' 200 96
+    python benchmarks/probe_reference_sft.py \
+        'rgc/leg_counting:{"min_animals": 1, "max_animals": 2, "max_instances": 3}' 200 96
 
 The first 100 of a seeded shuffle are the test problems, the next N the training ones; `rgc/<name>:<json>`
 generates a reasoning-gym dataset with those settings, graded as numbers. Trailing key=value arguments
@@ -31,23 +32,21 @@ from insightloop.core.models import resolve_policy  # noqa: E402
 from insightloop.core.stats import paired_ci  # noqa: E402
 from insightloop.core.task import Task  # noqa: E402
 from insightloop.evals.suites import load_suite  # noqa: E402
-from insightloop.evals.verifiers import answer_instruction, verify  # noqa: E402
-from insightloop.rl.data import WorkedExample  # noqa: E402
+from insightloop.evals.verifiers import verify  # noqa: E402
 from insightloop.rl.fold import FoldData  # noqa: E402
 from insightloop.rl.fold import train as fold_train  # noqa: E402
 from insightloop.rl.gate import gate_search, scores  # noqa: E402
 from insightloop.rl.policy import load_policy, resolved  # noqa: E402
+from insightloop.rl.sources import reference_examples  # noqa: E402
 
 
 def tasks_of(family: str, n: int) -> list[Task]:
     if not family.startswith("rgc/"):
         return load_suite(family, limit=n if family.startswith("rg/") else None, seed=0)
-    import reasoning_gym
+    from bench_online import configured_rg  # this directory's stream generator
 
     name, conf = family.removeprefix("rgc/").split(":", 1)
-    data = reasoning_gym.create_dataset(name, size=n, seed=0, **json.loads(conf))
-    return [Task(id=f"{name}/{i}", family=name, verifier="numeric", answer=str(e["answer"]),
-                 prompt=f"{e['question']}\n\n{answer_instruction('numeric')}") for i, e in enumerate(data)]
+    return configured_rg(f"rg/{name}", n, 0, json.loads(conf), "numeric")
 
 
 def main() -> None:
@@ -63,9 +62,7 @@ def main() -> None:
     t0 = time.time()
     base = scores(lm, test, search)
     print(f"base {100 * sum(base) / len(base):.1f} % ({time.time() - t0:.0f} s)", flush=True)
-    examples = [WorkedExample(task=t, solution=f"Step 1: Answer: {t.answer}", insight_id=f"reference:{t.id}")
-                for t in train]
-    data = FoldData(examples=examples, validation=test)
+    data = FoldData(examples=reference_examples(train), validation=test)
     with tempfile.TemporaryDirectory() as scratch:
         for k in steps:
             fc = resolved(cfg.fold.model_copy(update={"method": "sft", "steps": k}))

@@ -72,14 +72,14 @@ def worked_examples(items: Sequence[Insight], tasks: dict[str, Task]) -> list[Wo
     return out
 
 
-def reference_examples(episodes: Sequence[Episode]) -> list[WorkedExample]:
+def reference_examples(tasks: Sequence[Task]) -> list[WorkedExample]:
     """Each labeled problem's reference answer as an answer-only worked example (one per problem).
 
     The completion is the answer line the solver's prompt asks for, after the attempt primer; an
     answer of several lines goes below `Answer:` as the prompt says."""
     out, seen = [], set()
-    for ep in episodes:
-        task, answer = ep.task, (ep.task.answer or "").strip()
+    for task in tasks:
+        answer = (task.answer or "").strip()
         if not answer or task.id in seen:
             continue
         seen.add(task.id)
@@ -109,6 +109,6 @@ def load_fold_data(run_dir: str | Path, cfg: Config) -> FoldData:
     tasks = {ep.task.id: ep.task for ep in episodes}
     examples = worked_examples(load_examples(run_dir), tasks)
     if cfg.fold.reference_answers:
-        examples += reference_examples(train)
+        examples += reference_examples([ep.task for ep in train])
     data = FoldData(episodes=train, chains=load_chains(run_dir), examples=examples, validation=val)
     return without_held_out(data)

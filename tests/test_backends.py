@@ -338,7 +338,7 @@ def _row(seed: int | None, temperature: float = 1.0, top_p: float = 1.0) -> Row:
     return Row("k", 0, [1], gen, temperature, top_p, 8, ())
 
 
-def test_batched_sampling_follows_the_distribution_and_skips_zero_mass() -> None:
+def test_sampling_follows_the_distribution_and_skips_zero_mass() -> None:
     logits = torch.log(torch.tensor([[0.5, 0.0, 0.3, 0.2, 0.0]]))
     engine = _sampler([_row(0)])
     draws = [engine._sample(logits)[0] for _ in range(4000)]
