@@ -11,11 +11,16 @@ those are the rollout budget. Then, each from the base weights:
 
 Every model, the base included, answers the same test problems the way the fold gate measures (one
 greedy solver attempt each, `rl.gate.gate_search`), so each method is a paired comparison with the
-base: lift in points, 95 % paired bootstrap interval, McNemar p. The output is a table, a JSON file
-and a plot of accuracy against fold steps per suite.
+base: lift in points, 95 % paired bootstrap interval, McNemar p. Accuracy counts exact answers (reward
+1; the mean reward, which gives reasoning-gym's partial credit, is kept beside it). The output is a
+table, a JSON file and a plot of accuracy against fold steps per suite.
 
     python benchmarks/bench_fold_curve.py [--suites bbh/boolean_expressions,bbh/navigate,bbh/object_counting]
         [--train 5] [--test 100] [--samples 8] [--steps 8,32,96] [--no-grpo] [--out docs/eval/fold_curve]
+        [--set fold.reference_answers=true]
+
+With `--set fold.reference_answers=true` each fold also learns the training problems' reference answers
+(answer-only completions, `rl.sources.reference_examples`), as a daemon fold on a labeled stream does.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from insightloop.rl.fold import FoldData  # noqa: E402
 from insightloop.rl.fold import train as fold_train  # noqa: E402
 from insightloop.rl.gate import gate_search, scores  # noqa: E402
 from insightloop.rl.policy import load_policy, resolved  # noqa: E402
+from insightloop.rl.sources import reference_examples  # noqa: E402
 
 
 def load() -> str:
@@ -78,6 +84,22 @@ def grpo_alone(name: str, train: list, test: list, cfg: Config, rollouts: int, s
                                       "seconds": time.perf_counter() - t0}
 
 
+def label_prior(test: list) -> float | None:
+    """Accuracy of always giving the test set's most frequent reference answer (at most 8 distinct)."""
+    answers = [" ".join(str(t.answer).split()).lower() for t in test]
+    distinct = set(answers)
+    if not answers or len(distinct) > 8:
+        return None
+    return 100 * max(answers.count(a) for a in distinct) / len(answers)
+
+
+def graded(lm, test: list, search) -> tuple[list[float], float]:  # noqa: ANN001
+    """Per problem 1.0 when the greedy attempt is right (reward 1; reasoning-gym's scorers give partial
+    rewards to answers that contain the right one among other text), and the mean reward."""
+    rewards = scores(lm, test, search)
+    return [float(r >= 1.0) for r in rewards], 100 * sum(rewards) / max(1, len(rewards))
+
+
 def compare(base: list[float], new: list[float], seed: int) -> dict:
     lo, hi = paired_ci(base, new, random.Random(seed))
     n = len(base)
@@ -94,8 +116,8 @@ def run_suite(name: str, args: argparse.Namespace, cfg: Config, lm, scratch: Pat
     out: dict = {"suite": name, "train": len(train), "test": len(test), "rows": []}
     t0 = time.perf_counter()
     lm.load_weights(base_path)
-    base = scores(lm, test, search)
-    out["rows"].append({"method": "base", "steps": 0} | compare(base, base, args.seed)
+    base, reward = graded(lm, test, search)
+    out["rows"].append({"method": "base", "steps": 0} | compare(base, base, args.seed) | {"reward": reward}
                        | {"seconds": 0.0, "eval_seconds": time.perf_counter() - t0, "load": load()})
     print(f"  {name} base {100 * sum(base) / len(base):.1f} % ({time.perf_counter() - t0:.0f} s, load {load()})",
           flush=True)
@@ -110,12 +132,17 @@ def run_suite(name: str, args: argparse.Namespace, cfg: Config, lm, scratch: Pat
     print(f"  {name} sampled {len(attempts)} attempts, {len(correct)} verified, "
           f"{out['sampling']['problems_solved']}/{len(train)} problems ({out['sampling']['seconds']:.0f} s)",
           flush=True)
-    data = FoldData(episodes=episodes, validation=test)
+    # With `fold.reference_answers`, the training problems' labels join the fold as answer-only worked
+    # examples (as the daemon's folds take them); the test problems are never among them.
+    refs = reference_examples(train) if cfg.fold.reference_answers else []
+    out["reference_examples"] = len(refs)
+    out["label_prior"] = label_prior(test)
+    data = FoldData(episodes=episodes, examples=refs, validation=test)
     variants = [("fold-sft", k) for k in args.steps] + ([] if args.no_grpo else [("grpo", 0)])
     for method, steps in variants:
         where = scratch / f"{name.replace('/', '_')}-{method}-{steps}"
         if method == "fold-sft":
-            if not correct:
+            if not correct and not refs:
                 out["rows"].append({"method": method, "steps": steps, "note": "no verified attempt to fold"})
                 continue
             path, detail = sft_fold(base_path, data, cfg, steps, where)
@@ -127,8 +154,8 @@ def run_suite(name: str, args: argparse.Namespace, cfg: Config, lm, scratch: Pat
                 continue
         t1 = time.perf_counter()
         lm.load_weights(path)
-        new = scores(lm, test, search)
-        row = {"method": method, "steps": steps} | compare(base, new, args.seed) | detail | {
+        new, reward = graded(lm, test, search)
+        row = {"method": method, "steps": steps} | compare(base, new, args.seed) | {"reward": reward} | detail | {
             "eval_seconds": time.perf_counter() - t1, "load": load()}
         out["rows"].append(row)
         print(f"  {name} {method} {steps} steps: {row['accuracy']:.1f} % lift {row['lift']:+.1f} "
@@ -138,18 +165,35 @@ def run_suite(name: str, args: argparse.Namespace, cfg: Config, lm, scratch: Pat
     return out
 
 
+SETTINGS = ("train", "test", "samples", "steps", "no_grpo", "seed", "set")
+
+
+def finished_suites(path: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """The suites of an earlier run at `path` whose settings equal this run's, by name."""
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    if any(earlier.get("args", {}).get(k) != getattr(args, k) for k in SETTINGS):
+        raise SystemExit(f"{path} was written with other settings; use another --out or drop --resume")
+    return {res["suite"]: res for res in earlier.get("results", [])}
+
+
 def table(results: list[dict]) -> str:
-    lines = ["| suite | method | steps | test accuracy % | lift vs base, 95 % paired CI | McNemar p | train s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| suite | method | steps | test accuracy % | lift vs base, 95 % paired CI | McNemar p "
+             "| mean reward % | train s |", "|---|---|---|---|---|---|---|---|"]
     for res in results:
+        prior = res.get("label_prior")
+        lines.append(f"| {res['suite']} | label prior | – | {'–' if prior is None else f'{prior:.1f}'} | "
+                     f"always the test set's most frequent answer | – | – | – |")
         for r in res["rows"]:
             if "accuracy" not in r:
-                lines.append(f"| {res['suite']} | {r['method']} | {r['steps']} | – | {r['note']} | – | – |")
+                lines.append(f"| {res['suite']} | {r['method']} | {r['steps']} | – | {r['note']} | – | – | – |")
                 continue
             ci = "–" if r["method"] == "base" else f"{r['lift']:+.1f} [{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}]"
             p = "–" if r["method"] == "base" else f"{r['mcnemar_p']:.3g}"
+            reward = "–" if r.get("reward") is None else f"{r['reward']:.1f}"
             lines.append(f"| {res['suite']} | {r['method']} | {r['steps']} | {r['accuracy']:.1f} | {ci} | {p} | "
-                         f"{r.get('seconds', 0.0):.0f} |")
+                         f"{reward} | {r.get('seconds', 0.0):.0f} |")
     return "\n".join(lines)
 
 
@@ -169,7 +213,9 @@ def plot(results: list[dict], path: Path) -> None:
             ax.scatter([g[0]["steps"]], [g[0]["accuracy"]], marker="x", s=60, color=line[0].get_color(),
                        label=f"{res['suite']} grpo alone")
     ax.set_xscale("symlog", linthresh=8)
-    ax.set_xlabel("fold steps (SFT on the verified attempts of 5 training problems)")
+    refs = any(res.get("reference_examples") for res in results)
+    ax.set_xlabel("fold steps (SFT on the verified attempts" + (" and reference answers" if refs else "")
+                  + " of 5 training problems)")
     ax.set_ylabel("test accuracy %, greedy")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
@@ -188,6 +234,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     ap.add_argument("--out", default="docs/eval/fold_curve")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the suites already in OUT/fold_curve.json from a run with the same settings")
     args = ap.parse_args()
     args.steps = [int(s) for s in args.steps.split(",") if s]
     from insightloop.agent.backends import make_lm
@@ -198,12 +246,17 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     print(f"fold curve: {args.suites}; train {args.train}, test {args.test}, {args.samples} samples per "
           f"training problem; SFT steps {args.steps}; {os.cpu_count()} CPUs, load {load()}", flush=True)
+    done = finished_suites(out / "fold_curve.json", args) if args.resume else {}
     lm = make_lm(cfg.policy)
     started = time.perf_counter()
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-fold-curve-") as scratch:
         for name in args.suites.split(","):
-            results.append(run_suite(name, args, cfg, lm, Path(scratch)))
+            if name in done:
+                print(f"  {name}: kept from {out / 'fold_curve.json'}", flush=True)
+                results.append(done[name])
+            else:
+                results.append(run_suite(name, args, cfg, lm, Path(scratch)))
             (out / "fold_curve.json").write_text(json.dumps(
                 {"args": {k: v for k, v in vars(args).items()}, "results": results}, indent=2))
     text = table(results)

@@ -2,11 +2,13 @@
 answers, then one greedy attempt on 100 held-out problems, paired against the base weights.
 
     python benchmarks/probe_reference_sft.py bbh/object_counting 25 32,96
+    python benchmarks/probe_reference_sft.py bbh/object_counting 5,10,25,50 96
     python benchmarks/probe_reference_sft.py rg/word_sequence_reversal 200 96
     python benchmarks/probe_reference_sft.py \
         'rgc/leg_counting:{"min_animals": 1, "max_animals": 2, "max_instances": 3}' 200 96
 
-The first 100 of a seeded shuffle are the test problems, the next N the training ones; `rgc/<name>:<json>`
+The first 100 of a seeded shuffle are the test problems, the next N the training ones (several N, comma
+separated: nested training sets, each trained from the base weights); `rgc/<name>:<json>`
 generates a reasoning-gym dataset with those settings, graded as numbers. Trailing key=value arguments
 are config overrides. Prints the base accuracy and, per step count, the accuracy, the lift with its 95 %
 paired bootstrap interval, the final training loss and the seconds.
@@ -52,24 +54,26 @@ def tasks_of(family: str, n: int) -> list[Task]:
 def main() -> None:
     from insightloop.agent.backends import make_lm
 
-    family, n_train, steps = sys.argv[1], int(sys.argv[2]), [int(s) for s in sys.argv[3].split(",")]
+    family, sizes = sys.argv[1], [int(n) for n in sys.argv[2].split(",")]
+    steps = [int(s) for s in sys.argv[3].split(",")]
     cfg = load_config(None, sys.argv[4:])
-    tasks = tasks_of(family, n_train + 100)
+    tasks = tasks_of(family, max(sizes) + 100)
     random.Random(0).shuffle(tasks)
-    test, train = tasks[:100], tasks[100 : 100 + n_train]
-    print(f"{family}: {len(train)} training, {len(test)} test problems; load {os.getloadavg()[0]:.2f}", flush=True)
+    test, pool = tasks[:100], tasks[100 : 100 + max(sizes)]
+    print(f"{family}: {'/'.join(map(str, sizes))} training, {len(test)} test problems; "
+          f"load {os.getloadavg()[0]:.2f}", flush=True)
     lm, base_path, search = make_lm(cfg.policy), str(resolve_policy(cfg.policy.model)), gate_search(cfg)
     t0 = time.time()
     base = scores(lm, test, search)
     print(f"base {100 * sum(base) / len(base):.1f} % ({time.time() - t0:.0f} s)", flush=True)
-    data = FoldData(examples=reference_examples(train), validation=test)
     with tempfile.TemporaryDirectory() as scratch:
-        for k in steps:
+        for n, k in [(n, k) for n in sizes for k in steps]:
+            data = FoldData(examples=reference_examples(pool[:n]), validation=test)
             fc = resolved(cfg.fold.model_copy(update={"method": "sft", "steps": k}))
             model, tok = load_policy(base_path)
             t0 = time.time()
             model, _, metrics = fold_train(model, tok, data, fc, verify, cfg.seed)
-            where = Path(scratch) / f"sft-{k}"
+            where = Path(scratch) / f"sft-{n}-{k}"
             model.save_pretrained(where, safe_serialization=True)
             tok.save_pretrained(where)
             train_s = time.time() - t0
@@ -78,8 +82,9 @@ def main() -> None:
             new = scores(lm, test, search)
             lo, hi = paired_ci(base, new, random.Random(0))
             lift = 100 * (sum(new) - sum(base)) / len(base)
-            print(f"sft {k} steps: {100 * sum(new) / len(new):.1f} %, lift {lift:+.1f} [{100 * lo:+.1f}, "
-                  f"{100 * hi:+.1f}], loss {metrics.get('train_loss', float('nan')):.3f}, train {train_s:.0f} s, "
+            print(f"{n} training, sft {k} steps: {100 * sum(new) / len(new):.1f} %, lift {lift:+.1f} "
+                  f"[{100 * lo:+.1f}, {100 * hi:+.1f}], loss {metrics.get('train_loss', float('nan')):.3f}, "
+                  f"train {train_s:.0f} s, "
                   f"eval {time.time() - t0:.0f} s, load {os.getloadavg()[0]:.2f}", flush=True)
             del model
 

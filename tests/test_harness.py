@@ -235,6 +235,10 @@ def test_fold_and_grpo_plans_fit_the_budget(tmp_path: Path) -> None:
     assert steps == 1 and reserved == 4 * 2 + 2  # one step of two groups, and the gate's 2 × 1 held-out task
     per_step, grpo_steps = baselines.grpo_plan(run, Budget(max_rollouts=30))
     assert per_step == 2 and grpo_steps * 4 * per_step <= 30 and (grpo_steps + 1) * 4 * per_step > 30
+    # SFT and DPO folds sample nothing: the configured steps, and only the gate's attempts reserved.
+    for method in ("sft", "dpo"):
+        run.cfg.fold = cfg.fold.model_copy(update={"method": method, "steps": 24})
+        assert ours.fold_plan(run, 30) == (24, 2)
 
 
 def test_grpo_baseline_trains_lora_on_a_cpu_like_a_fold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

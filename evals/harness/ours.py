@@ -4,10 +4,12 @@
   the budget (baseline estimation, training episodes, synthesis and admission tries all counted),
   then `Learner.evaluate` on the test problems with the memory frozen.
 - `core+fold`: the same Learner, then one fold of its episodes and verified chains into the weights
-  through `rl.fold.fold` (GRPO with mixed-policy groups, then the held-out gate). The fold's GRPO
-  samples and the gate's attempts are rollouts too, so they are reserved out of the budget before
-  training: the Learner gets what is left. The test measurement uses the weights the gate kept plus
-  the frozen memory; the shared policy goes back to the base weights afterwards.
+  through `rl.fold.fold` with `fold.method` (GRPO with mixed-policy groups by default; SFT or DPO on
+  what the loop verified, and with `fold.reference_answers` on the training problems' labels), then
+  the held-out gate. The fold's GRPO samples and the gate's attempts are rollouts too, so they are
+  reserved out of the budget before training: the Learner gets what is left. SFT and DPO sample
+  nothing and run `fold.steps` steps. The test measurement uses the weights the gate kept plus the
+  frozen memory; the shared policy goes back to the base weights afterwards.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ def fold_plan(run: RunSpec, budget: int) -> tuple[int, int]:
     """
     fc = run.cfg.fold
     held = max(1, min(fc.gate_slice, len(run.train) // 3)) if len(run.train) >= 2 else len(run.train)
+    if fc.method != "grpo":  # SFT and DPO train on the verified texts: only the gate's attempts cost
+        return fc.steps, 2 * held
     per_step = max(1, min(fc.batch_size, len(run.train) - held))
     group = fc.grpo.group_size
     steps = int(budget * FOLD_SHARE) // (group * per_step)
@@ -81,7 +85,7 @@ def _fold(ctx: Context, cfg: Config, where: Path, budget: Budget, steps: int) ->
     if steps == 0:
         return {"fold": "skipped: the budget leaves no GRPO step"}
     fc = cfg.fold
-    cfg = cfg.model_copy(update={"fold": fc.model_copy(update={"steps": steps, "method": "grpo"})})
+    cfg = cfg.model_copy(update={"fold": fc.model_copy(update={"steps": steps})})
     try:
         result = fold(where, cfg, lm=ctx.policy)
     except ValueError as exc:  # no episodes or prompts to fold: recorded, the memory still counts
@@ -90,6 +94,7 @@ def _fold(ctx: Context, cfg: Config, where: Path, budget: Budget, steps: int) ->
     budget.charge([], rollouts=used)
     return {
         "fold": "accepted" if result.accepted else "rejected",
+        "fold_method": fc.method,
         "fold_steps": steps,
         "fold_rollouts": used,
         "gate_old": result.gate.old_accuracy,
