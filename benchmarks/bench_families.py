@@ -41,6 +41,14 @@ def load() -> str:
     return f"{os.getloadavg()[0]:.2f}"
 
 
+def label_prior(tasks: list) -> float | None:
+    """Accuracy of always giving the most frequent reference answer, for at most 8 distinct answers."""
+    labels = Counter((t.answer or "").strip().lower() for t in tasks)
+    if not labels or len(labels) > 8:
+        return None
+    return labels.most_common(1)[0][1] / len(tasks)
+
+
 def measure(name: str, n: int, samples: int, lm, cfg) -> dict:  # noqa: ANN001
     tasks = load_suite(name, limit=n if name.startswith("rg/") else None, seed=0)[:n]
     t0 = time.perf_counter()
@@ -48,13 +56,11 @@ def measure(name: str, n: int, samples: int, lm, cfg) -> dict:  # noqa: ANN001
     sampling = cfg.search.model_copy(update={"strategy": "sample", "rollouts": samples, "temperature": 0.8})
     episodes = solve_many(tasks, lm, sampling)
     attempts = [tr for ep in episodes for tr in ep.trajectories]
-    labels = Counter((t.answer or "").strip().lower() for t in tasks)
-    top = labels.most_common(1)[0][1] / len(tasks)
     return {"family": name, "tasks": len(tasks), "greedy": sum(ep.correct for ep in greedy) / len(tasks),
             "sampled": sum(tr.correct for tr in attempts) / max(1, len(attempts)),
             "pass_at_k": sum(ep.correct for ep in episodes) / len(tasks),
             "parsed": sum(bool((tr.parsed_answer or "").strip()) for tr in attempts) / max(1, len(attempts)),
-            "prior": top if len(labels) <= 8 else None, "seconds": time.perf_counter() - t0, "load": load()}
+            "prior": label_prior(tasks), "seconds": time.perf_counter() - t0, "load": load()}
 
 
 def main() -> None:

@@ -84,18 +84,10 @@ def grpo_alone(name: str, train: list, test: list, cfg: Config, rollouts: int, s
                                       "seconds": time.perf_counter() - t0}
 
 
-def label_prior(test: list) -> float | None:
-    """Accuracy of always giving the test set's most frequent reference answer (at most 8 distinct)."""
-    answers = [" ".join(str(t.answer).split()).lower() for t in test]
-    distinct = set(answers)
-    if not answers or len(distinct) > 8:
-        return None
-    return 100 * max(answers.count(a) for a in distinct) / len(answers)
-
-
 def graded(lm, test: list, search) -> tuple[list[float], float]:  # noqa: ANN001
-    """Per problem 1.0 when the greedy attempt is right (reward 1; reasoning-gym's scorers give partial
-    rewards to answers that contain the right one among other text), and the mean reward."""
+    """Per problem 1.0 when the greedy attempt is right (as `Reward.correct`: reward 1; reasoning-gym's
+    scorers give partial rewards to answers that contain the right one among other text), and the mean
+    reward."""
     rewards = scores(lm, test, search)
     return [float(r >= 1.0) for r in rewards], 100 * sum(rewards) / max(1, len(rewards))
 
@@ -108,6 +100,7 @@ def compare(base: list[float], new: list[float], seed: int) -> dict:
 
 
 def run_suite(name: str, args: argparse.Namespace, cfg: Config, lm, scratch: Path) -> dict:  # noqa: ANN001
+    from bench_families import label_prior  # this directory's label-prior measure
     from insightloop.agent.search.solve import solve_many
 
     base_path = str(resolve_policy(cfg.policy.model))
@@ -136,7 +129,8 @@ def run_suite(name: str, args: argparse.Namespace, cfg: Config, lm, scratch: Pat
     # examples (as the daemon's folds take them); the test problems are never among them.
     refs = reference_examples(train) if cfg.fold.reference_answers else []
     out["reference_examples"] = len(refs)
-    out["label_prior"] = label_prior(test)
+    prior = label_prior(test)
+    out["label_prior"] = None if prior is None else 100 * prior
     data = FoldData(episodes=episodes, examples=refs, validation=test)
     variants = [("fold-sft", k) for k in args.steps] + ([] if args.no_grpo else [("grpo", 0)])
     for method, steps in variants:
