@@ -13,11 +13,11 @@ from insightloop.core.config import Config, load_config
 from insightloop.core.lm import Generation, GenRequest
 from insightloop.core.stats import mean_ci
 from insightloop.evals.harness import baselines, ours
-from insightloop.evals.harness.aggregate import aggregate
+from insightloop.evals.harness.aggregate import aggregate, lifts
 from insightloop.evals.harness.context import Context
 from insightloop.evals.harness.measure import evaluate
 from insightloop.evals.harness.methods import ALL_METHODS, methods_table
-from insightloop.evals.harness.records import EvalSpec, MethodResult, RunSpec
+from insightloop.evals.harness.records import EvalSpec, MethodResult, RunRecord, RunSpec
 from insightloop.evals.harness.report import load_results, markdown, write_report
 from insightloop.evals.harness.runner import BudgetExceeded, make_runs, run_eval
 from insightloop.memory.embed import HashingEmbedder
@@ -322,3 +322,27 @@ def test_results_of_two_processes_merge(tmp_path: Path) -> None:
 def test_every_method_name_has_a_function() -> None:
     table = methods_table()
     assert tuple(table) == ALL_METHODS and all(callable(f) for f in table.values())
+
+
+def _record(method: str, scores: list[float], seed: int = 0) -> RunRecord:
+    return RunRecord(suite="s", method=method, seed=seed, budget=10, accuracy=sum(scores) / len(scores),
+                     scores=scores, rollouts=0, learn_prompt_tokens=0, learn_completion_tokens=0,
+                     prompt_tokens_per_problem=0.0, train_ids=[], test_ids=[f"t{i}" for i in range(len(scores))],
+                     learn_seconds=0.0, eval_seconds=0.0, seconds=0.0)
+
+
+def test_lifts_pair_each_method_with_none_and_the_fold_with_core() -> None:
+    none = [0.0] * 10 + [1.0] * 10
+    core = [1.0] * 5 + [0.0] * 5 + [1.0] * 10  # +5 of 20 over none
+    fold = [1.0] * 10 + [1.0] * 10  # +5 of 20 over core, +10 over none
+    got = {(x.method, x.baseline): x for x in lifts([_record("none", none), _record("core", core),
+                                                     _record("core+fold", fold)])}
+    assert set(got) == {("core", "none"), ("core+fold", "none"), ("core+fold", "core")}
+    assert got[("core+fold", "core")].lift == pytest.approx(0.25)
+    assert got[("core+fold", "none")].lift == pytest.approx(0.5)
+    assert got[("core+fold", "core")].n == 20
+    # without `none` the fold is still measured against core; a different test split pairs nothing
+    only = lifts([_record("core", core), _record("core+fold", fold), _record("grpo", none)])
+    assert [(x.method, x.baseline) for x in only] == [("core+fold", "core")]
+    other = _record("core+fold", fold, seed=0).model_copy(update={"test_ids": ["x"] * 20})
+    assert lifts([_record("core", core), other]) == []

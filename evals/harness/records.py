@@ -82,8 +82,9 @@ class Aggregate(BaseModel):
 
 
 class Lift(BaseModel):
-    """A method against the unlearned model on one suite, paired per test problem over all seeds:
-    the mean difference, its 95 % paired-bootstrap interval, and McNemar's exact p-value."""
+    """A method against `baseline` (the unlearned model, or the method it adds to) on one suite, paired
+    per test problem over all seeds: the mean difference, its 95 % paired-bootstrap interval, and
+    McNemar's exact p-value."""
 
     suite: str
     method: str
