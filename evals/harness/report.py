@@ -98,7 +98,8 @@ def markdown(res: Results) -> str:
     if res.lifts:
         lines += ["", "Paired lift over the unlearned model (`none`), and of `core+fold` over `core`, per test "
                   "problem over all seeds:", "",
-                  "| suite | method | against | test problems | lift (points) | 95% CI (paired bootstrap) | McNemar p |",
+                  "| suite | method | against | test problems | lift (points) | 95% CI (paired bootstrap) "
+                  "| McNemar p |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {x.suite} | {x.method} | {x.baseline} | {x.n} | {100 * x.lift:+.1f} | "
                   f"[{100 * x.lo:+.1f}, {100 * x.hi:+.1f}] | {x.mcnemar_p:.3g} |" for x in res.lifts]
