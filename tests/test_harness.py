@@ -346,3 +346,23 @@ def test_lifts_pair_each_method_with_none_and_the_fold_with_core() -> None:
     assert [(x.method, x.baseline) for x in only] == [("core+fold", "core")]
     other = _record("core+fold", fold, seed=0).model_copy(update={"test_ids": ["x"] * 20})
     assert lifts([_record("core", core), other]) == []
+
+
+def test_majority_gives_the_most_frequent_training_answer_to_every_test_problem(tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    answers = ["yes", "no", "yes", "yes", "no", "no", "yes", "no", "no"]
+    path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Question {i}?", "answer": a,
+                                        "verifier": "boolean", "family": "yn"}) + "\n"
+                            for i, a in enumerate(answers)))
+    spec = EvalSpec(suites=[f"jsonl:{path}"], methods=["majority"], n_train=3, n_test=6, budget=5, seeds=[0])
+    ctx = _ctx(tmp_path)
+    res = run_eval(spec, ctx, keep_going=False)
+    ctx.close()
+    rec = res.records[0]  # type: ignore[attr-defined]
+    assert rec.error is None and rec.rollouts == 0
+    train = {json.loads(line)["id"]: json.loads(line)["answer"] for line in path.read_text().splitlines()}
+    labels = [train[i] for i in rec.train_ids]
+    top = max(dict.fromkeys(labels), key=labels.count)
+    assert rec.detail["answer"] == top
+    assert rec.scores == [1.0 if train[i] == top else 0.0 for i in rec.test_ids]
+    assert baselines.majority_answer([]) is None

@@ -1,9 +1,12 @@
-"""Baseline methods for the harness: none, best-of-n, episodic-rag, reflect-success and grpo.
+"""Baseline methods for the harness: none, majority, best-of-n, episodic-rag, reflect-success and grpo.
 
 Each is a function `(ctx, run, budget) -> MethodResult` that spends at most `budget`'s rollouts on
 the training problems and is then measured on the test problems with `measure.evaluate` (frozen).
 
 - `none`: the unlearned model; no rollouts.
+- `majority`: no model at all: every test problem gets the most frequent reference answer of the
+  training problems. What a method that learned only the labels' prior and form from the training
+  set would score; a few-shot lift is read against it.
 - `best-of-n`: rejection sampling — ⌈R / n_train⌉ whole attempts per training problem within the
   budget; the best correct attempt of each solved problem is kept, and the shortest `DEMOS` of
   them go into every test prompt as worked examples.
@@ -21,11 +24,13 @@ the training problems and is then measured on the test problems with `measure.ev
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from insightloop.agent.learn.analyst import CandidateInsight
 from insightloop.agent.learn.leaks import leak_reason
+from insightloop.agent.learn.reports import EvalItem, EvalReport
 from insightloop.agent.search.domain import ATTEMPT_PRIMER
 from insightloop.agent.search.solve import solve_many
 from insightloop.core.budget import Budget
@@ -64,6 +69,25 @@ def _clip(text: str, limit: int = CLIP) -> str:
 def run_none(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
     """The unlearned model on the test problems."""
     return MethodResult(report=evaluate(ctx, run))
+
+
+def majority_answer(tasks: Sequence[Task]) -> str | None:
+    """The most frequent reference answer of `tasks` (the first seen among equals), None if unlabeled."""
+    labels = Counter(a for t in tasks if (a := (t.answer or "").strip()))
+    return labels.most_common(1)[0][0] if labels else None
+
+
+def run_majority(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
+    """The training problems' most frequent answer given to every test problem, scored by its verifier."""
+    start = ctx.clock()
+    answer = majority_answer(run.train)
+    items = []
+    for task in run.test:
+        reward = verify(task, f"Answer: {answer}") if answer is not None else None
+        score = reward.score if reward is not None else 0.0
+        items.append(EvalItem(task_id=task.id, score=score, correct=score >= 1.0, rollouts=0, prompt_tokens=0))
+    report = EvalReport(use_memory=False, items=items, seconds=ctx.clock() - start)
+    return MethodResult(report=report, detail={"answer": answer})
 
 
 def sample_train(ctx: Context, run: RunSpec, budget: Budget) -> list[Episode]:

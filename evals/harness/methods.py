@@ -19,6 +19,7 @@ Method = Callable[[Context, RunSpec, Budget], MethodResult]
 # name -> (module in evals.harness, function in it)
 _WHERE: dict[str, tuple[str, str]] = {
     "none": ("baselines", "run_none"),
+    "majority": ("baselines", "run_majority"),
     "best-of-n": ("baselines", "run_best_of_n"),
     "episodic-rag": ("baselines", "run_episodic_rag"),
     "reflect-success": ("baselines", "run_reflect_success"),
