@@ -101,14 +101,18 @@ def without_held_out(data: FoldData) -> FoldData:
                                    "examples": [x for x in data.examples if not held(x.task)]})
 
 
-def load_fold_data(run_dir: str | Path, cfg: Config) -> FoldData:
+def load_fold_data(run_dir: str | Path, cfg: Config, labeled: Sequence[Task] = ()) -> FoldData:
     """Episodes, chains and worked examples of the run directory, with a seeded held-out validation
-    slice of up to `fold.gate_slice` problems that the training data never touches."""
+    slice of up to `fold.gate_slice` problems that the training data never touches.
+
+    `labeled`: further labeled problems whose reference answers a fold with `fold.reference_answers`
+    learns too, though the run holds no episode of them (a budget that ran out before every training
+    problem had its episode); the held-out ones are dropped like any other."""
     episodes = load_episodes(run_dir)
     train, val = split_validation(episodes, cfg.fold.gate_slice, cfg.seed)
     tasks = {ep.task.id: ep.task for ep in episodes}
     examples = worked_examples(load_examples(run_dir), tasks)
     if cfg.fold.reference_answers:
-        examples += reference_examples([ep.task for ep in train])
+        examples += reference_examples([*(ep.task for ep in train), *labeled])
     data = FoldData(episodes=train, chains=load_chains(run_dir), examples=examples, validation=val)
     return without_held_out(data)

@@ -123,6 +123,15 @@ def test_reference_answers_join_the_fold_data_only_when_asked_and_never_for_held
         assert refs["m"] == "Step 1: Answer:\na\nb"
     sft = build_sft_examples(data.episodes, data.chains, render, examples=data.examples)
     assert {e.task_id for e in sft} == set(refs) and {e.source for e in sft} == {"example"}
+    # labeled problems the run has no episode of join the training side; held-out ones stay out
+    extra = [task(i, answer=str(i)) for i in range(20, 23)]
+    more = load_fold_data(tmp_path, load_config(overrides=["fold.reference_answers=true"]),
+                          labeled=[*extra, *data.validation, labeled[0]])
+    assert {t.id for t in more.validation} == held
+    got = [x.task.id for x in more.examples]
+    assert sorted(got) == sorted(set(refs) | {t.id for t in extra}) and len(got) == len(set(got))
+    off = load_fold_data(tmp_path, Config(), labeled=extra)
+    assert off.examples == []  # labels are learned only when asked
 
 
 def test_without_held_out_matches_problem_text_too() -> None:

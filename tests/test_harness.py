@@ -366,3 +366,31 @@ def test_majority_gives_the_most_frequent_training_answer_to_every_test_problem(
     assert rec.detail["answer"] == top
     assert rec.scores == [1.0 if train[i] == top else 0.0 for i in rec.test_ids]
     assert baselines.majority_answer([]) is None
+
+
+def test_core_fold_learns_every_training_label_even_without_an_episode(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    seen: dict = {}
+
+    def fake_fold(where, cfg, lm=None, data=None):  # noqa: ANN001, ANN202 - records what would be folded
+        seen["data"], seen["steps"] = data, cfg.fold.steps
+        gate = SimpleNamespace(n=len(data.validation), old_accuracy=0.0, new_accuracy=0.0)
+        return SimpleNamespace(accepted=False, metrics={}, gate=gate)
+
+    monkeypatch.setattr(ours, "fold", fake_fold)
+    monkeypatch.setattr(ours, "restore_base", lambda ctx, run: None)
+    spec = EvalSpec(suites=[_suite(tmp_path)], methods=["core+fold"], n_train=6, n_test=2, budget=4, seeds=[0])
+    ctx = _ctx(tmp_path)
+    cfg = _cfg().model_copy(update={"fold": _cfg().fold.model_copy(
+        update={"method": "sft", "steps": 3, "reference_answers": True})})
+    run = make_runs(spec, cfg)[0]
+    res = ours.run_core_fold(ctx, run, Budget(max_rollouts=spec.budget).start(ctx.clock))
+    ctx.close()
+    data = seen["data"]
+    episodes = {ep.task.id for ep in data.episodes} | {t.id for t in data.validation}
+    assert len(episodes) < len(run.train)  # the budget ran out before every problem had an episode
+    refs = {x.task.id for x in data.examples if x.insight_id.startswith("reference:")}
+    assert refs == {t.id for t in run.train} - {t.id for t in data.validation}
+    assert seen["steps"] == 3 and res.detail["fold_method"] == "sft" and res.detail["fold"] == "rejected"

@@ -15,15 +15,18 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 from insightloop.agent.learn.reports import EvalReport, TrainReport
 from insightloop.core.budget import Budget
 from insightloop.core.config import Config
+from insightloop.core.task import Task
 from insightloop.evals.harness.baselines import restore_base
 from insightloop.evals.harness.context import Context
 from insightloop.evals.harness.records import MethodResult, RunSpec
 from insightloop.rl.fold import fold
+from insightloop.rl.sources import load_fold_data
 
 FOLD_SHARE = 1 / 3  # of the budget reserved for the fold's GRPO samples
 
@@ -40,7 +43,7 @@ def _learn(
         train = learner.train(run.train, learn_budget)
         budget.absorb(learn_budget)
         if plan is not None:
-            fold_detail = _fold(ctx, cfg, where, budget, plan[0])
+            fold_detail = _fold(ctx, cfg, where, budget, plan[0], run.train)
         report = learner.evaluate(run.test, use_memory=True, budget=Budget().start(ctx.clock))
         insights = [i.text for i in store.list_insights(status="active")]
     return report, train, insights, fold_detail
@@ -80,14 +83,17 @@ def fold_plan(run: RunSpec, budget: int) -> tuple[int, int]:
     return steps, steps * group * per_step + 2 * held
 
 
-def _fold(ctx: Context, cfg: Config, where: Path, budget: Budget, steps: int) -> dict:
-    """One fold with the planned steps; its GRPO samples and gate attempts are charged as rollouts."""
+def _fold(ctx: Context, cfg: Config, where: Path, budget: Budget, steps: int, train: Sequence[Task]) -> dict:
+    """One fold with the planned steps; its GRPO samples and gate attempts are charged as rollouts.
+    With `fold.reference_answers` it learns the labels of every training problem, also of those the
+    Learner's budget gave no episode."""
     if steps == 0:
         return {"fold": "skipped: the budget leaves no GRPO step"}
     fc = cfg.fold
     cfg = cfg.model_copy(update={"fold": fc.model_copy(update={"steps": steps})})
     try:
-        result = fold(where, cfg, lm=ctx.policy)
+        data = load_fold_data(where, cfg, labeled=train)
+        result = fold(where, cfg, lm=ctx.policy, data=data)
     except ValueError as exc:  # no episodes or prompts to fold: recorded, the memory still counts
         return {"fold": f"skipped: {exc}"}
     used = int(result.metrics.get("groups", 0)) * fc.grpo.group_size + 2 * result.gate.n
