@@ -40,6 +40,15 @@ def _rank(task_id: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{task_id}".encode()).digest()[:8], "big")
 
 
+def held_out_bound(tasks: Sequence[Task], n: int, seed: int) -> int:
+    """The most problems `split_validation` holds out of any episodes on a subset of `tasks`: those of
+    the seeded third, at most `n`, at least one. A budget that pays for the gate reserves this."""
+    if not tasks:
+        return 0
+    third = sum(_rank(t.id, seed) % 3 == 0 for t in {t.id: t for t in tasks}.values())
+    return max(1, min(n, third))
+
+
 def split_validation(episodes: Sequence[Episode], n: int, seed: int) -> tuple[list[Episode], list[Task]]:
     """Hold out up to `n` tasks of the seeded third whose hash is divisible by 3 (the lowest hashes
     first; the lowest-hash task when no task is in that third; all of them when there is only one).

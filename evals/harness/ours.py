@@ -26,7 +26,7 @@ from insightloop.evals.harness.baselines import restore_base
 from insightloop.evals.harness.context import Context
 from insightloop.evals.harness.records import MethodResult, RunSpec
 from insightloop.rl.fold import fold
-from insightloop.rl.sources import load_fold_data
+from insightloop.rl.sources import held_out_bound, load_fold_data
 
 FOLD_SHARE = 1 / 3  # of the budget reserved for the fold's GRPO samples
 
@@ -67,14 +67,25 @@ def run_core(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
     return MethodResult(report=report, detail=_train_detail(train, insights))
 
 
+def fold_config(run: RunSpec) -> Config:
+    """The run's config with the gate holding out at most a third of the training problems (at least
+    one). The seeded third `rl.sources.split_validation` picks keeps a growing run's folds apart; on
+    five problems it can be four of them, leaving the one fold of a harness run one to learn from."""
+    fc = run.cfg.fold
+    cap = max(1, len(run.train) // 3)
+    return run.cfg.model_copy(update={"fold": fc.model_copy(update={"gate_slice": min(fc.gate_slice, cap)})})
+
+
 def fold_plan(run: RunSpec, budget: int) -> tuple[int, int]:
     """(GRPO steps of the fold, rollouts reserved for it): fixed before training starts.
 
     A step samples one group per prompt; the gate then measures old and new weights once each on
-    the held-out slice `rl.fold` takes from the training tasks (a third of them, at least one).
+    the held-out slice `rl.fold` takes from the training tasks (their seeded third, at least one:
+    `rl.sources.held_out_bound` is the most it can be, whichever problems the Learner reached).
     """
-    fc = run.cfg.fold
-    held = max(1, min(fc.gate_slice, len(run.train) // 3)) if len(run.train) >= 2 else len(run.train)
+    cfg = fold_config(run)
+    fc = cfg.fold
+    held = held_out_bound(run.train, fc.gate_slice, cfg.seed)
     if fc.method != "grpo":  # SFT and DPO train on the verified texts: only the gate's attempts cost
         return fc.steps, 2 * held
     per_step = max(1, min(fc.batch_size, len(run.train) - held))
@@ -113,7 +124,7 @@ def run_core_fold(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
     where = ctx.scratch(run, "core_fold")
     plan = fold_plan(run, budget.remaining_rollouts() or 0)
     try:
-        report, train, insights, fold_detail = _learn(ctx, run, budget, run.cfg, where, plan)
+        report, train, insights, fold_detail = _learn(ctx, run, budget, fold_config(run), where, plan)
     finally:
         restore_base(ctx, run)
     return MethodResult(report=report, detail=_train_detail(train, insights) | fold_detail)
