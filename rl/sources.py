@@ -40,30 +40,32 @@ def _rank(task_id: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{task_id}".encode()).digest()[:8], "big")
 
 
-def held_out_bound(tasks: Sequence[Task], n: int, seed: int) -> int:
-    """The most problems `split_validation` holds out of any episodes on a subset of `tasks`: those of
-    the seeded third, at most `n`, at least one. A budget that pays for the gate reserves this."""
-    if not tasks:
-        return 0
-    third = sum(_rank(t.id, seed) % 3 == 0 for t in {t.id: t for t in tasks}.values())
-    return max(1, min(n, third))
-
-
-def split_validation(episodes: Sequence[Episode], n: int, seed: int) -> tuple[list[Episode], list[Task]]:
-    """Hold out up to `n` tasks of the seeded third whose hash is divisible by 3 (the lowest hashes
+def held_out(tasks: Sequence[Task], n: int, seed: int) -> list[Task]:
+    """Up to `n` of `tasks` from the seeded third whose hash is divisible by 3 (the lowest hashes
     first; the lowest-hash task when no task is in that third; all of them when there is only one).
 
     The choice depends on each task's own hash, not on which other tasks the run has seen, so as a
     run grows and folds again, a task that an earlier fold trained on never becomes a held-out one:
-    the gate of every fold measures problems no fold in the chain learned from."""
-    tasks = {ep.task.id: ep.task for ep in episodes}
-    if len(tasks) < 2:
-        return list(episodes), list(tasks.values())
-    rank = {i: _rank(i, seed) for i in tasks}
-    ranked = sorted(tasks, key=rank.__getitem__)
+    the gate of every fold measures problems no fold in the chain learned from. For the same reason
+    no subset of `tasks` has more held out than `tasks` itself: a budget that pays for the gate
+    before knowing which problems will have episodes reserves for this many."""
+    unique = {t.id: t for t in tasks}
+    if len(unique) < 2:
+        return list(unique.values())
+    rank = {i: _rank(i, seed) for i in unique}
+    ranked = sorted(unique, key=rank.__getitem__)
     third = [i for i in ranked if rank[i] % 3 == 0]
-    held = set(third[:n] if third else ranked[:1])
-    return [ep for ep in episodes if ep.task.id not in held], [tasks[i] for i in sorted(held)]
+    return [unique[i] for i in sorted(third[:n] if third else ranked[:1])]
+
+
+def split_validation(episodes: Sequence[Episode], n: int, seed: int) -> tuple[list[Episode], list[Task]]:
+    """The episodes of the tasks `held_out` does not pick, and the picked tasks (the gate's); a run of
+    one problem keeps its episodes too, as there is nothing else to learn from."""
+    val = held_out([ep.task for ep in episodes], n, seed)
+    if len({ep.task.id for ep in episodes}) < 2:
+        return list(episodes), val
+    ids = {t.id for t in val}
+    return [ep for ep in episodes if ep.task.id not in ids], val
 
 
 def worked_examples(items: Sequence[Insight], tasks: dict[str, Task]) -> list[WorkedExample]:

@@ -23,7 +23,7 @@ from insightloop.evals.harness.records import EvalSpec, MethodResult, RunRecord,
 from insightloop.evals.harness.report import load_results, markdown, write_report
 from insightloop.evals.harness.runner import BudgetExceeded, make_runs, run_eval
 from insightloop.memory.embed import HashingEmbedder
-from insightloop.rl.sources import held_out_bound, split_validation
+from insightloop.rl.sources import held_out, split_validation
 
 LESSON = "When adding numbers, carry the tens digit before writing the answer."
 LEARNING = ["best-of-n", "episodic-rag", "reflect-success", "core"]
@@ -236,21 +236,21 @@ def test_fold_and_grpo_plans_fit_the_budget(tmp_path: Path) -> None:
     run = make_runs(spec, cfg)[0]
     gate_slice = ours.fold_config(run).fold.gate_slice
     assert gate_slice == 1  # a third of five problems, at least one
-    held = held_out_bound(run.train, gate_slice, run.cfg.seed)
+    held = len(held_out(run.train, gate_slice, run.cfg.seed))
+    assert held == 1
     # whichever training problems get an episode, the gate never holds out more than that
     for k in range(1, len(run.train) + 1):
         for some in itertools.combinations(run.train, k):
             eps = [SimpleNamespace(task=t) for t in some]
             assert len(split_validation(eps, gate_slice, run.cfg.seed)[1]) <= held  # type: ignore[arg-type]
     steps, reserved = ours.fold_plan(run, 30)
-    per_step = min(2, len(run.train) - held)
-    assert steps == 30 * 1 // 3 // (4 * per_step) and reserved == steps * 4 * per_step + 2 * held
+    assert steps == 1 and reserved == 4 * 2 + 2  # one step of two groups, and the gate's 2 × 1 held-out task
     per_step, grpo_steps = baselines.grpo_plan(run, Budget(max_rollouts=30))
     assert per_step == 2 and grpo_steps * 4 * per_step <= 30 and (grpo_steps + 1) * 4 * per_step > 30
     # SFT and DPO folds sample nothing: the configured steps, and only the gate's attempts reserved.
     for method in ("sft", "dpo"):
         run.cfg.fold = cfg.fold.model_copy(update={"method": method, "steps": 24})
-        assert ours.fold_plan(run, 30) == (24, 2 * held)
+        assert ours.fold_plan(run, 30) == (24, 2)
 
 
 def test_grpo_baseline_trains_lora_on_a_cpu_like_a_fold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -87,6 +87,22 @@ def test_core_with_fold_for_real(ctx: Context) -> None:
     assert rec.detail["fold_rollouts"] == 2 + 2  # one GRPO group of 2, and the gate's old + new try
 
 
+def test_core_with_an_sft_fold_of_the_labels_for_real(tmp_path: Path) -> None:
+    """`core+fold` as the fold-lift run uses it: SFT on what the Learner verified and every training
+    problem's reference answer, the gate holding out one of three, only its attempts charged."""
+    cfg = load_config(None, [*TINY, "fold.method=sft", "fold.steps=2", "fold.reference_answers=true"])
+    c = Context(cfg, workdir=tmp_path)
+    try:
+        res = _run(c, ["core+fold"], budget=4)
+    finally:
+        c.close()
+    _check(res, 4)
+    rec = res.records[0]
+    assert rec.detail["fold"] in ("accepted", "rejected"), rec.detail
+    assert rec.detail["fold_method"] == "sft" and rec.detail["fold_steps"] == 2
+    assert rec.detail["fold_rollouts"] == 2  # the gate's old + new try on its one held-out problem
+
+
 def test_gepa_against_a_local_server_for_real(ctx: Context) -> None:
     res = _run(ctx, ["gepa"], budget=8, n_train=2)
     _check(res, 8)

@@ -81,11 +81,9 @@ def run_majority(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
     """The training problems' most frequent answer given to every test problem, scored by its verifier."""
     start = ctx.clock()
     answer = majority_answer(run.train)
-    items = []
-    for task in run.test:
-        reward = verify(task, f"Answer: {answer}") if answer is not None else None
-        score = reward.score if reward is not None else 0.0
-        items.append(EvalItem(task_id=task.id, score=score, correct=score >= 1.0, rollouts=0, prompt_tokens=0))
+    rewards = [verify(task, f"Answer: {answer}" if answer is not None else "") for task in run.test]
+    items = [EvalItem(task_id=task.id, score=r.score, correct=r.correct, rollouts=0, prompt_tokens=0)
+             for task, r in zip(run.test, rewards, strict=True)]
     report = EvalReport(use_memory=False, items=items, seconds=ctx.clock() - start)
     return MethodResult(report=report, detail={"answer": answer})
 

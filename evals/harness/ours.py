@@ -26,7 +26,7 @@ from insightloop.evals.harness.baselines import restore_base
 from insightloop.evals.harness.context import Context
 from insightloop.evals.harness.records import MethodResult, RunSpec
 from insightloop.rl.fold import fold
-from insightloop.rl.sources import held_out_bound, load_fold_data
+from insightloop.rl.sources import held_out, load_fold_data
 
 FOLD_SHARE = 1 / 3  # of the budget reserved for the fold's GRPO samples
 
@@ -80,12 +80,12 @@ def fold_plan(run: RunSpec, budget: int) -> tuple[int, int]:
     """(GRPO steps of the fold, rollouts reserved for it): fixed before training starts.
 
     A step samples one group per prompt; the gate then measures old and new weights once each on
-    the held-out slice `rl.fold` takes from the training tasks (their seeded third, at least one:
-    `rl.sources.held_out_bound` is the most it can be, whichever problems the Learner reached).
+    the held-out slice `rl.fold` takes from the training tasks (`rl.sources.held_out`: the most it
+    can be, whichever of them the Learner reached).
     """
     cfg = fold_config(run)
     fc = cfg.fold
-    held = held_out_bound(run.train, fc.gate_slice, cfg.seed)
+    held = len(held_out(run.train, fc.gate_slice, cfg.seed))
     if fc.method != "grpo":  # SFT and DPO train on the verified texts: only the gate's attempts cost
         return fc.steps, 2 * held
     per_step = max(1, min(fc.batch_size, len(run.train) - held))
