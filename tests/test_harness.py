@@ -15,7 +15,7 @@ from insightloop.core.config import Config, load_config
 from insightloop.core.lm import Generation, GenRequest
 from insightloop.core.stats import mean_ci
 from insightloop.evals.harness import baselines, ours
-from insightloop.evals.harness.aggregate import aggregate, lifts
+from insightloop.evals.harness.aggregate import aggregate, lifts, top_answer
 from insightloop.evals.harness.context import Context
 from insightloop.evals.harness.measure import evaluate
 from insightloop.evals.harness.methods import ALL_METHODS, methods_table
@@ -198,6 +198,9 @@ def test_results_json_markdown_and_plots(tmp_path: Path) -> None:
     } <= set(raw["records"][0])
     md = paths["md"].read_text()
     assert "| best-of-n |" in md and "rollouts used" in md and "prompt tokens / test problem" in md
+    # Every record keeps the chosen answer of each test problem, and the table its most frequent one.
+    assert all(len(r.answers) == len(r.scores) for r in back.records)
+    assert "most frequent answer" in md and all(a.top_share > 0 for a in back.aggregates)
     for key in ("curves", "tokens"):
         assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Demonstrations cost prompt tokens: the table shows it.
@@ -377,7 +380,17 @@ def test_majority_gives_the_most_frequent_training_answer_to_every_test_problem(
     top = max(dict.fromkeys(labels), key=labels.count)
     assert rec.detail["answer"] == top
     assert rec.scores == [1.0 if train[i] == top else 0.0 for i in rec.test_ids]
+    assert rec.answers == [top] * 6
+    agg = res.aggregates[0]  # type: ignore[attr-defined]
+    assert (agg.top_answer, agg.top_share) == (top, 1.0)
+    assert f'"{top}" 100 %' in markdown(res)  # type: ignore[arg-type]
     assert baselines.majority_answer([]) is None
+
+
+def test_the_most_frequent_answer_and_its_share() -> None:
+    assert top_answer(["son", "father", None, "son"]) == {"top_answer": "son", "top_share": 0.5}
+    assert top_answer([None, None, "x"]) == {"top_answer": "", "top_share": 2 / 3}  # no answer, counted
+    assert top_answer([]) == {}  # records written before answers were kept: the table shows "-"
 
 
 def test_core_fold_learns_every_training_label_even_without_an_episode(

@@ -26,7 +26,7 @@ class TrainReport(BaseModel):
 
 
 class EvalItem(BaseModel):
-    """One evaluation problem: its score (mean over attempts) and what it cost."""
+    """One evaluation problem: its score (mean over attempts), the answer chosen and what it cost."""
 
     task_id: str
     score: float
@@ -34,6 +34,7 @@ class EvalItem(BaseModel):
     rollouts: int
     prompt_tokens: int
     insight_ids: list[str] = Field(default_factory=list)
+    answer: str | None = None
 
 
 class EvalReport(BaseModel):

@@ -7,6 +7,7 @@ import os
 import platform
 import random
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,15 @@ def _mean(xs: Sequence[float]) -> float:
     return statistics.fmean(xs) if xs else math.nan
 
 
+def top_answer(answers: Sequence[str | None]) -> dict[str, Any]:
+    """The most frequent answer (None counts as "no answer") and its share of `answers`."""
+    if not answers:
+        return {}
+    counts = Counter(a if a is not None else "" for a in answers)
+    answer, n = counts.most_common(1)[0]
+    return {"top_answer": answer, "top_share": n / len(answers)}
+
+
 def aggregate(records: Sequence[RunRecord]) -> list[Aggregate]:
     """One row per (suite, method), in the order they first appear; failed runs are counted apart."""
     keys = list(dict.fromkeys((r.suite, r.method) for r in records))
@@ -52,6 +62,7 @@ def aggregate(records: Sequence[RunRecord]) -> list[Aggregate]:
                 prompt_tokens_per_problem=_mean([r.prompt_tokens_per_problem for r in ok]),
                 seconds=_mean([r.seconds for r in ok]),
                 failed=len(rs) - len(ok),
+                **top_answer([a for r in ok for a in r.answers]),
             )
         )
     return out

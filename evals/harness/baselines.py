@@ -82,7 +82,8 @@ def run_majority(ctx: Context, run: RunSpec, budget: Budget) -> MethodResult:
     start = ctx.clock()
     answer = majority_answer(run.train)
     rewards = [verify(task, f"Answer: {answer}" if answer is not None else "") for task in run.test]
-    items = [EvalItem(task_id=task.id, score=r.score, correct=r.correct, rollouts=0, prompt_tokens=0)
+    items = [EvalItem(task_id=task.id, score=r.score, correct=r.correct, rollouts=0, prompt_tokens=0,
+                      answer=answer)
              for task, r in zip(run.test, rewards, strict=True)]
     report = EvalReport(use_memory=False, items=items, seconds=ctx.clock() - start)
     return MethodResult(report=report, detail={"answer": answer})

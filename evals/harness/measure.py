@@ -42,6 +42,7 @@ def report_of(episodes: Sequence[Episode], seconds: float, use_memory: bool = Tr
             rollouts=ep.rollouts,
             score=sum(t.reward for t in ep.trajectories) / max(1, len(ep.trajectories)),
             prompt_tokens=ep.prompt_tokens,
+            answer=ep.answer,
         )
         for ep in episodes
     ]

@@ -54,6 +54,7 @@ class RunRecord(BaseModel):
     budget: int
     accuracy: float
     scores: list[float]
+    answers: list[str | None] = Field(default_factory=list)
     rollouts: int
     learn_prompt_tokens: int
     learn_completion_tokens: int
@@ -68,7 +69,9 @@ class RunRecord(BaseModel):
 
 
 class Aggregate(BaseModel):
-    """Mean over seeds of one method on one suite, with a 95 % t-interval half-width."""
+    """Mean over seeds of one method on one suite, with a 95 % t-interval half-width, and the most
+    frequent test answer with its share of the test problems (a method that collapsed onto one label
+    shows it here; nan when the records carry no answers)."""
 
     suite: str
     method: str
@@ -79,6 +82,8 @@ class Aggregate(BaseModel):
     prompt_tokens_per_problem: float
     seconds: float
     failed: int = 0
+    top_answer: str | None = None
+    top_share: float = float("nan")
 
 
 class Lift(BaseModel):

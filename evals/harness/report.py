@@ -3,7 +3,9 @@
 - `results.json`: the `Results` model (spec, full config, machine, every run record, aggregates),
   written atomically; `load_results` reads it back, so a run can be resumed or re-reported.
 - `results.md`: per suite and method, mean accuracy ± the 95 % t-interval half-width over seeds,
-  learning rollouts used, prompt tokens per test problem and wall time; then the mean over suites.
+  learning rollouts used, prompt tokens per test problem, wall time and the most frequent test answer
+  with its share (a lift that is one label given to every problem shows there); then the mean over
+  suites.
 - `accuracy_vs_rollouts.png`: per suite, each method's mean test accuracy against the learning
   rollouts it used (a line from the unlearned model at 0 rollouts), with the interval as error bars.
 - `prompt_tokens.png`: mean prompt tokens per test problem per method.
@@ -48,10 +50,19 @@ def _cell(a: Aggregate) -> str:
     return acc + (f" ({a.failed} failed)" if a.failed else "")
 
 
+def _top(a: Aggregate) -> str:
+    """The most frequent test answer and its share, quoted, cut to 24 characters, `|` escaped."""
+    if a.top_answer is None or math.isnan(a.top_share):
+        return "-"
+    text = a.top_answer if len(a.top_answer) <= 24 else a.top_answer[:23] + "…"
+    shown = f'"{text}"'.replace("|", "\\|") if a.top_answer else "(no answer)"
+    return f"{shown} {100 * a.top_share:.0f} %"
+
+
 def _row(a: Aggregate, label: str) -> str:
     return (
         f"| {label} | {a.method} | {_cell(a)} | {a.seeds} | {a.rollouts:.1f} | "
-        f"{a.prompt_tokens_per_problem:.0f} | {a.seconds:.0f} |"
+        f"{a.prompt_tokens_per_problem:.0f} | {a.seconds:.0f} | {_top(a)} |"
     )
 
 
@@ -81,8 +92,8 @@ def markdown(res: Results) -> str:
         f"Total wall time {res.wall_seconds / 60:.1f} min on {res.machine.get('cpus')} CPU cores.",
         "",
         "| suite | method | test accuracy % (mean ± 95% CI) | seeds | rollouts used | "
-        "prompt tokens / test problem | wall s / run |",
-        "|---|---|---|---|---|---|---|",
+        "prompt tokens / test problem | wall s / run | most frequent answer |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for a in res.aggregates:
         lines.append(_row(a, a.suite))

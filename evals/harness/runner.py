@@ -72,6 +72,7 @@ def run_method(ctx: Context, run: RunSpec, name: str, method: Method) -> RunReco
         budget=run.budget,
         accuracy=rep.accuracy,
         scores=[i.score for i in rep.items],
+        answers=[i.answer for i in rep.items],
         rollouts=budget.rollouts,
         learn_prompt_tokens=budget.prompt_tokens,
         learn_completion_tokens=budget.completion_tokens,
