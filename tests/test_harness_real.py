@@ -53,7 +53,7 @@ def _check(res: Results, budget: int) -> None:
     for r in res.records:
         assert r.error is None
         assert r.rollouts <= budget
-        assert len(r.scores) == 2 and 0.0 <= r.accuracy <= 1.0
+        assert len(r.scores) == len(r.answers) == 2 and 0.0 <= r.accuracy <= 1.0
         assert r.prompt_tokens_per_problem > 0
 
 

@@ -312,9 +312,5 @@ class Learner:
 
         eps = solve_many(list(tasks), self.policy, self.eval_search(), insights_for, budget=budget,
                          max_active=self.cfg.policy.max_batch, clock=self.clock)
-        items = [EvalItem(task_id=ep.task.id, correct=ep.correct, rollouts=ep.rollouts,
-                          score=sum(t.reward for t in ep.trajectories) / max(1, len(ep.trajectories)),
-                          prompt_tokens=ep.prompt_tokens, insight_ids=used.get(ep.task.id, []),
-                          answer=ep.answer)
-                 for ep in eps]
+        items = [EvalItem.of(ep, used.get(ep.task.id, [])) for ep in eps]
         return EvalReport(use_memory=use_memory, items=items, seconds=self.clock() - start)

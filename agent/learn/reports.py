@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from insightloop.core.episode import Episode
 from pydantic import BaseModel, Field
 
 
@@ -35,6 +38,13 @@ class EvalItem(BaseModel):
     prompt_tokens: int
     insight_ids: list[str] = Field(default_factory=list)
     answer: str | None = None
+
+    @classmethod
+    def of(cls, ep: Episode, insight_ids: Sequence[str] = ()) -> EvalItem:
+        """The item of a solved evaluation episode: the mean reward of its attempts is the score."""
+        return cls(task_id=ep.task.id, correct=ep.correct, rollouts=ep.rollouts,
+                   score=sum(t.reward for t in ep.trajectories) / max(1, len(ep.trajectories)),
+                   prompt_tokens=ep.prompt_tokens, insight_ids=list(insight_ids), answer=ep.answer)
 
 
 class EvalReport(BaseModel):

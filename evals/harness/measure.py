@@ -35,18 +35,7 @@ def eval_search(cfg: Config) -> SearchConfig:
 
 def report_of(episodes: Sequence[Episode], seconds: float, use_memory: bool = True) -> EvalReport:
     """The evaluation report of solved test episodes (mean reward of each episode's attempts)."""
-    items = [
-        EvalItem(
-            task_id=ep.task.id,
-            correct=ep.correct,
-            rollouts=ep.rollouts,
-            score=sum(t.reward for t in ep.trajectories) / max(1, len(ep.trajectories)),
-            prompt_tokens=ep.prompt_tokens,
-            answer=ep.answer,
-        )
-        for ep in episodes
-    ]
-    return EvalReport(use_memory=use_memory, items=items, seconds=seconds)
+    return EvalReport(use_memory=use_memory, items=[EvalItem.of(ep) for ep in episodes], seconds=seconds)
 
 
 def evaluate(

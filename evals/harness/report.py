@@ -52,7 +52,7 @@ def _cell(a: Aggregate) -> str:
 
 def _top(a: Aggregate) -> str:
     """The most frequent test answer and its share, quoted, cut to 24 characters, `|` escaped."""
-    if a.top_answer is None or math.isnan(a.top_share):
+    if a.top_answer is None:
         return "-"
     text = a.top_answer if len(a.top_answer) <= 24 else a.top_answer[:23] + "…"
     shown = f'"{text}"'.replace("|", "\\|") if a.top_answer else "(no answer)"
